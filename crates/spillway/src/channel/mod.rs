@@ -1,0 +1,1 @@
+//! Bounded channels (filled by the channel work).

@@ -1,0 +1,28 @@
+//! # Spillway: honest backpressure
+//!
+//! When a service receives more work than it can do, something has to give. Spillway's
+//! primitives make that explicit and bounded: they admit what can be served, queue a bounded
+//! amount, and reject the rest early with a value that says when to come back.
+//!
+//! - [`limit`]: [`ConcurrencyLimiter`](limit::ConcurrencyLimiter), a concurrency limit with a
+//!   bounded wait queue (FIFO or LIFO, timeout, cancel-safe) and RAII permits.
+//! - [`rate`]: rate limiters (GCRA, token bucket, leaky bucket, fixed and sliding windows) behind
+//!   one trait, and [`KeyedLimiter`](rate::KeyedLimiter) with a hard cap on keys.
+//! - [`channel`]: a bounded MPMC channel for sync and async code with an overflow policy.
+//! - [`clock`]: injected time.
+//!
+//! Rejections are values, not errors: every decision carries when to retry.
+//!
+//! ```
+//! use spillway::rate::{Gcra, Quota, RateLimit};
+//!
+//! let limiter = Gcra::new(Quota::per_second(100).with_burst(10));
+//! let d = limiter.check();
+//! assert!(d.allowed);
+//! ```
+
+pub mod channel;
+pub mod clock;
+pub mod limit;
+pub mod rate;
+mod sync;

@@ -1,0 +1,1 @@
+//! Concurrency limits (filled by the limit work).

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The one test command: formatting, lints, every test and doctest in the workspace, the loom
+# model checks, and a quick run of the comparison benchmarks (printed, not asserted: speed is a
+# benchmark's job). Installs what it needs that is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is required (https://rustup.rs)" >&2
+  exit 1
+fi
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  if command -v rustup >/dev/null 2>&1; then rustup component add rustfmt clippy; fi
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests and doctests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --release --no-fail-fast
+  cargo test --workspace --locked --release --doc
+else
+  cargo test --workspace --locked --release --no-fail-fast
+fi
+
+step "loom model checks"
+RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
+  cargo test --locked --release -p spillway --test loom
+
+step "comparison benchmarks (quick run, informational)"
+cargo run --locked --release -p spillway-benches -- --reps 3
+
+echo
+echo "all tests passed"
