@@ -14,11 +14,13 @@
 //! Rejections are values, not errors: every decision carries when to retry.
 //!
 //! ```
-//! use spillway::rate::{Gcra, Quota, RateLimit};
+//! use spillway::rate::{Gcra, Quota, RateLimit, RateLimiter};
 //!
-//! let limiter = Gcra::new(Quota::per_second(100).with_burst(10));
+//! let limiter = RateLimiter::new(Gcra::new(Quota::per_second(100)?.with_burst(10)?));
 //! let d = limiter.check();
 //! assert!(d.allowed);
+//! assert_eq!(d.remaining, 9);
+//! # Ok::<(), spillway::rate::QuotaError>(())
 //! ```
 
 pub mod channel;
