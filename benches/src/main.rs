@@ -5,6 +5,7 @@
 //! median of several interleaved repetitions measured in this one process.
 
 mod harness;
+mod rate;
 
 use harness::Row;
 
@@ -14,7 +15,7 @@ fn main() {
         std::env::args().skip_while(|a| a != "--reps").nth(1).and_then(|v| v.parse().ok()).unwrap_or(7usize);
     let filter: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
     let mut rows: Vec<Row> = Vec::new();
-    let groups: [(&str, fn(usize) -> Vec<Row>); 0] = [];
+    let groups: [(&str, fn(usize) -> Vec<Row>); 1] = [("rate", rate::rows)];
     for (group, run) in groups {
         if filter.as_deref().is_some_and(|f| !group.contains(f)) {
             continue;
