@@ -1,0 +1,55 @@
+//! The hot paths allocate nothing: counted with an instrumented global allocator.
+//!
+//! One test function on purpose: the allocator is global, and tests in one binary run on
+//! parallel threads.
+
+use spillway::rate::{
+    FixedWindow, Gcra, KeyedLimiter, LeakyBucket, Quota, RateLimit, RateLimiter, SlidingLog, SlidingWindow,
+    TokenBucket,
+};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use std::alloc::System;
+use std::hint::black_box;
+use std::time::Duration;
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Runs `op` many times after one warm-up call and returns the allocations it made.
+fn allocations(mut op: impl FnMut()) -> usize {
+    op();
+    let region = Region::new(GLOBAL);
+    for _ in 0..10_000 {
+        op();
+    }
+    let stats = region.change();
+    stats.allocations + stats.reallocations
+}
+
+#[test]
+fn hot_paths_do_not_allocate() {
+    // The instrument itself works.
+    assert!(allocations(|| drop(black_box(Box::new(1u64)))) >= 10_000);
+
+    let quota = Quota::per_second(1000).unwrap();
+    let gcra = RateLimiter::new(Gcra::new(quota));
+    assert_eq!(allocations(|| drop(black_box(gcra.check()))), 0, "gcra check");
+    let leaky = RateLimiter::new(LeakyBucket::new(1000, Duration::from_secs(1), 10).unwrap());
+    assert_eq!(allocations(|| drop(black_box(leaky.check()))), 0, "leaky bucket check");
+    let bucket = RateLimiter::new(TokenBucket::new(100, 10, Duration::from_millis(10)).unwrap());
+    assert_eq!(allocations(|| drop(black_box(bucket.check()))), 0, "token bucket check");
+    let fixed = RateLimiter::new(FixedWindow::new(quota).unwrap());
+    assert_eq!(allocations(|| drop(black_box(fixed.check()))), 0, "fixed window check");
+    let sliding = RateLimiter::new(SlidingWindow::new(quota).unwrap());
+    assert_eq!(allocations(|| drop(black_box(sliding.check()))), 0, "sliding window check");
+    let log = SlidingLog::new(quota).unwrap();
+    assert_eq!(allocations(|| drop(black_box(log.check()))), 0, "sliding log check");
+
+    let keyed = KeyedLimiter::new(Gcra::new(quota), 1024);
+    let mut k = 0u64;
+    let churn = allocations(|| {
+        k += 1;
+        drop(black_box(keyed.check_key(&k)))
+    });
+    assert_eq!(churn, 0, "keyed check with key churn and evictions");
+}
