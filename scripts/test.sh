@@ -30,8 +30,10 @@ else
 fi
 
 step "loom model checks"
+loom_tests=()
+for f in crates/spillway/tests/loom*.rs; do loom_tests+=(--test "$(basename "$f" .rs)"); done
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
-  cargo test --locked --release -p spillway --test loom
+  cargo test --locked --release -p spillway "${loom_tests[@]}"
 
 step "comparison benchmarks (quick run, informational)"
 cargo run --locked --release -p spillway-benches -- --reps 3

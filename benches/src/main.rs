@@ -9,14 +9,18 @@ mod rate;
 
 use harness::Row;
 
+/// A named set of rows.
+type Group = (&'static str, fn(usize) -> Vec<Row>);
+
+const GROUPS: &[Group] = &[("rate", rate::rows)];
+
 fn main() {
     let json = std::env::args().any(|a| a == "--json");
     let reps =
         std::env::args().skip_while(|a| a != "--reps").nth(1).and_then(|v| v.parse().ok()).unwrap_or(7usize);
     let filter: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
     let mut rows: Vec<Row> = Vec::new();
-    let groups: [(&str, fn(usize) -> Vec<Row>); 1] = [("rate", rate::rows)];
-    for (group, run) in groups {
+    for &(group, run) in GROUPS {
         if filter.as_deref().is_some_and(|f| !group.contains(f)) {
             continue;
         }

@@ -11,6 +11,21 @@ use std::net::IpAddr;
 /// Slots examined for one key: two cache lines of four slots.
 const PROBE: usize = 8;
 
+#[cfg(not(loom))]
+type Hasher = foldhash::fast::RandomState;
+#[cfg(loom)]
+type Hasher = foldhash::fast::FixedState;
+
+/// A per-limiter random seed; fixed under loom, whose models must be deterministic.
+#[cfg(not(loom))]
+fn seeded_hasher() -> foldhash::fast::RandomState {
+    foldhash::fast::RandomState::default()
+}
+#[cfg(loom)]
+fn seeded_hasher() -> foldhash::fast::FixedState {
+    foldhash::fast::FixedState::with_seed(0x5eed)
+}
+
 #[repr(align(16))]
 struct Slot {
     /// The key's 64-bit hash with the low bit set; 0 marks a slot never used.
@@ -54,7 +69,7 @@ pub struct KeyedLimiter<K: ?Sized, A, C = CoarseClock> {
     mask: usize,
     algorithm: A,
     clock: C,
-    hasher: foldhash::fast::RandomState,
+    hasher: Hasher,
     keys: AtomicU64,
     evicted: AtomicU64,
     reclaimed: AtomicU64,
@@ -93,7 +108,7 @@ impl<K: Hash + ?Sized, A: Algorithm, C: Clock> KeyedLimiter<K, A, C> {
             mask: capacity - 1,
             algorithm,
             clock,
-            hasher: foldhash::fast::RandomState::default(),
+            hasher: seeded_hasher(),
             keys: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             reclaimed: AtomicU64::new(0),
