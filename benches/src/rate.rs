@@ -26,6 +26,19 @@ pub(crate) fn rows(reps: usize) -> Vec<Row> {
         || time_per_op(ITERS, || assert!(theirs.check().is_ok())),
     ));
 
+    // The same with the precise clock (TSC read per check), to show what the coarse clock buys.
+    let ours = RateLimiter::with_clock(
+        Gcra::new(Quota::per_second(1_000_000_000).expect("quota")),
+        spillway::clock::MonotonicClock::new(),
+    );
+    rows.push(compare(
+        "gcra_allow_precise_clock",
+        "governor direct check",
+        reps,
+        || time_per_op(ITERS, || assert!(ours.check().allowed)),
+        || time_per_op(ITERS, || assert!(theirs.check().is_ok())),
+    ));
+
     // Exhausted: one per hour, already spent.
     let ours = RateLimiter::new(Gcra::new(Quota::per_hour(1).expect("quota")));
     let theirs = GLimiter::direct(GQuota::per_hour(nz(1)));

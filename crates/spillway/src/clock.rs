@@ -21,7 +21,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Once, OnceLock};
 use std::time::Duration;
 
 /// A source of monotonic time in nanoseconds since an origin.
@@ -147,26 +147,25 @@ impl Clock for MonotonicClock {
 /// How often [`CoarseClock`]'s background thread refreshes its reading.
 pub const COARSE_TICK: Duration = Duration::from_millis(1);
 
-struct Ticker {
-    recent: AtomicU64,
-}
+/// The coarse reading, shared by every [`CoarseClock`] of the process.
+static RECENT: AtomicU64 = AtomicU64::new(0);
 
-fn ticker() -> &'static Ticker {
-    static TICKER: OnceLock<&'static Ticker> = OnceLock::new();
-    TICKER.get_or_init(|| {
+/// Starts the thread that refreshes [`RECENT`], once per process.
+fn start_ticker() {
+    static STARTED: Once = Once::new();
+    STARTED.call_once(|| {
         let precise = MonotonicClock::new();
-        let t: &'static Ticker = Box::leak(Box::new(Ticker { recent: AtomicU64::new(precise.now()) }));
+        RECENT.fetch_max(precise.now(), Ordering::Release);
         std::thread::Builder::new()
             .name("spillway-clock".into())
             .spawn(move || {
                 loop {
                     std::thread::sleep(COARSE_TICK);
-                    t.recent.fetch_max(precise.now(), Ordering::Release);
+                    RECENT.fetch_max(precise.now(), Ordering::Release);
                 }
             })
             .expect("spawn the spillway-clock thread");
-        t
-    })
+    });
 }
 
 /// A cached clock: one atomic load per reading, refreshed every [`COARSE_TICK`] by one
@@ -185,14 +184,14 @@ fn ticker() -> &'static Ticker {
 /// ```
 #[derive(Clone)]
 pub struct CoarseClock {
-    ticker: &'static Ticker,
     precise: MonotonicClock,
 }
 
 impl CoarseClock {
     /// A handle on the process-wide coarse clock; starts its thread on first call.
     pub fn new() -> Self {
-        Self { ticker: ticker(), precise: MonotonicClock::new() }
+        start_ticker();
+        Self { precise: MonotonicClock::new() }
     }
 }
 
@@ -211,7 +210,7 @@ impl fmt::Debug for CoarseClock {
 impl Clock for CoarseClock {
     #[inline]
     fn now(&self) -> u64 {
-        self.ticker.recent.load(Ordering::Acquire)
+        RECENT.load(Ordering::Acquire)
     }
     #[inline]
     fn now_precise(&self) -> u64 {

@@ -28,3 +28,8 @@ pub mod clock;
 pub mod limit;
 pub mod rate;
 mod sync;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
