@@ -225,3 +225,34 @@ fn honest_remaining<A: Algorithm>(a: &A, mut state: u64, now: u64, d: Decision) 
     prop_assert!(!a.decide(state, now, 1).0.allowed, "{:?}: remaining {} is too low", a, d.remaining);
     Ok(())
 }
+
+proptest! {
+    /// No quota, weight or instant makes a check panic, however extreme.
+    #[test]
+    fn extreme_inputs_never_panic(
+        count in 1u32..=u32::MAX,
+        period_s in prop_oneof![Just(u64::MAX), 1u64..=u64::MAX],
+        burst in 1u32..=u32::MAX,
+        state in any::<u64>(),
+        now in any::<u64>(),
+        n in any::<u32>(),
+    ) {
+        let period = Duration::from_secs(period_s);
+        if let Ok(q) = Quota::new(count, period) {
+            let q = q.with_burst(burst).unwrap();
+            let _ = Gcra::new(q).decide(state, now, n);
+            let _ = FixedWindow::new(q).unwrap().decide(state, now, n);
+            if let Ok(w) = SlidingWindow::new(q) {
+                let _ = w.decide(state, now, n);
+                let _ = w.idle_at(state, now);
+            }
+        }
+        if let Ok(b) = LeakyBucket::new(count, period, burst) {
+            let _ = b.decide(state, now, n);
+        }
+        if let Ok(b) = TokenBucket::new(count, burst, period) {
+            let _ = b.decide(state, now, n);
+            let _ = b.idle_at(state, now);
+        }
+    }
+}

@@ -53,10 +53,10 @@ impl Gcra {
         if n > limit {
             return (Decision::never(limit, (self.window - ahead.min(self.window)) / self.t, ahead), tat, 0);
         }
-        let after = ahead + cost;
+        let after = ahead.saturating_add(cost);
         if after <= self.window {
             let d = Decision::allow(limit, (self.window - after) / self.t, after);
-            (d, base + cost, after)
+            (d, base.saturating_add(cost), after)
         } else {
             let remaining = (self.window.saturating_sub(ahead)) / self.t;
             (Decision::deny(limit, remaining, after - self.window, ahead), tat, 0)

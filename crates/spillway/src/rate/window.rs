@@ -69,7 +69,7 @@ impl Algorithm for FixedWindow {
     fn idle_at(&self, state: u64, now: u64) -> u64 {
         let index = now / self.window;
         if (state >> 32) as u32 == index as u32 && state & 0xffff_ffff > 0 {
-            (index + 1) * self.window
+            (index + 1).saturating_mul(self.window)
         } else {
             0
         }
@@ -161,7 +161,7 @@ impl Algorithm for SlidingWindow {
         let weighted = |cur: u64| u128::from(prev) * u128::from(to_end) + u128::from(cur) * w;
         let remaining = |cur: u64| ((u128::from(limit) * w).saturating_sub(weighted(cur)) / w) as u64;
         let reset = |cur: u64| match (prev, cur) {
-            (_, c) if c > 0 => to_end + self.window,
+            (_, c) if c > 0 => to_end.saturating_add(self.window),
             (p, _) if p > 0 => to_end,
             _ => 0,
         };
@@ -178,7 +178,7 @@ impl Algorithm for SlidingWindow {
                 self.when_fits(prev, limit - after) - elapsed
             } else {
                 // Only the next window can hold it, once this one has faded enough.
-                to_end + self.when_fits(cur, limit - u64::from(n))
+                to_end.saturating_add(self.when_fits(cur, limit - u64::from(n)))
             };
             (Decision::deny(self.limit, remaining(cur), retry, reset(cur)), state)
         }
@@ -188,8 +188,8 @@ impl Algorithm for SlidingWindow {
     fn idle_at(&self, state: u64, now: u64) -> u64 {
         let index = now / self.window;
         match Self::counts(state, index) {
-            (_, c) if c > 0 => (index + 2) * self.window,
-            (p, _) if p > 0 => (index + 1) * self.window,
+            (_, c) if c > 0 => (index + 2).saturating_mul(self.window),
+            (p, _) if p > 0 => (index + 1).saturating_mul(self.window),
             _ => 0,
         }
     }
