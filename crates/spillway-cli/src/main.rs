@@ -1,13 +1,46 @@
-//! `spillway`: the command-line face of Spillway.
+//! `spillway`: the command-line face of Spillway. Thin: parse, then hand over to a library.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// Honest backpressure and overload protection for any service.
 #[derive(Debug, Parser)]
 #[command(name = "spillway", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what backpressure does: a producer at 1000 req/s against a consumer at 500 req/s,
+    /// without and with Spillway's bounded queues and rate limits, measured live.
+    Demo {
+        /// Seconds per scenario.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=600))]
+        seconds: u32,
+        /// Producer attempts per second.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        produce: u32,
+        /// Items the consumer serves per second.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        consume: u32,
+        /// Capacity of the bounded queues.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        queue: u32,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
+    match Cli::parse().command {
+        Command::Demo { seconds, produce, consume, queue } => {
+            let options = spillway_lab::demo::DemoOptions {
+                seconds,
+                produce_rate: produce,
+                consume_rate: consume,
+                queue: queue as usize,
+            };
+            spillway_lab::demo::run(options, &mut std::io::stdout().lock())?;
+        }
+    }
     Ok(())
 }

@@ -1,1 +1,731 @@
-//! Bounded channels (filled by the channel work).
+//! A bounded MPMC channel for sync and async code, with an explicit overflow policy.
+//!
+//! The seeds' four answers to "the buffer is full" are [`OverflowPolicy`]'s four variants:
+//! wait (block or await, with an optional timeout), reject, drop the oldest item, drop the
+//! newest. Whatever does not enter the queue is handed back to the caller, never lost silently:
+//!
+//! | policy | when full, `try_send` returns | counted as |
+//! | --- | --- | --- |
+//! | `Wait(_)` | `Err(SendError::Full(item))` (`send`/`send_blocking` wait instead) | `rejected` |
+//! | `Reject` | `Err(SendError::Full(item))` | `rejected` |
+//! | `DropOldest` | `Ok(SendOutcome::Replaced(oldest))` | `evicted` |
+//! | `DropNewest` | `Ok(SendOutcome::Dropped(item))` | `dropped_newest` |
+//!
+//! The queue is a lock-free ring ([`ring`](self) module, Vyukov's bounded MPMC algorithm) of
+//! exactly `capacity` slots allocated once. Sends and receives that do not wait take no lock and
+//! allocate nothing; waiting callers park on a wait list that senders and receivers only touch
+//! when somebody waits.
+//!
+//! ```
+//! use spillway::channel::{channel, OverflowPolicy, SendError, SendOutcome};
+//!
+//! let (tx, rx) = channel(2, OverflowPolicy::DropOldest);
+//! tx.try_send(1).unwrap();
+//! tx.try_send(2).unwrap();
+//! assert_eq!(tx.try_send(3).unwrap(), SendOutcome::Replaced(1)); // live data: newest wins
+//! assert_eq!(rx.try_recv(), Ok(2));
+//!
+//! let (tx, _rx) = channel(1, OverflowPolicy::Reject);
+//! tx.try_send("a").unwrap();
+//! assert_eq!(tx.try_send("b"), Err(SendError::Full("b"))); // handed back
+//! let stats = tx.stats();
+//! assert_eq!((stats.sent, stats.rejected, stats.depth), (1, 1, 1));
+//! ```
+
+mod ring;
+mod waiters;
+
+use crate::clock::{Clock, MonotonicClock, nanos};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering, Padded};
+use ring::Ring;
+use std::fmt;
+use std::task::{Poll, Wake, Waker};
+use std::time::Duration;
+use waiters::Waiters;
+
+/// What a send does when the channel is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverflowPolicy {
+    /// `send`/`send_blocking` wait for room, up to the timeout if one is given (`None`: forever).
+    /// `try_send` never waits and returns [`SendError::Full`].
+    Wait(Option<Duration>),
+    /// Refuse the item at once: [`SendError::Full`] hands it back.
+    Reject,
+    /// Evict the oldest queued item to make room; the send succeeds and returns the evicted item.
+    DropOldest,
+    /// Keep the queue as it is and return the new item as dropped.
+    DropNewest,
+}
+
+/// A send that did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a send may hand back an evicted or dropped item"]
+pub enum SendOutcome<T> {
+    /// Queued.
+    Sent,
+    /// Queued, and the oldest item was evicted to make room (policy `DropOldest`).
+    Replaced(T),
+    /// Not queued: the channel was full and the policy is `DropNewest`.
+    Dropped(T),
+}
+
+/// A send that failed; the item comes back.
+#[derive(Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError<T> {
+    /// The channel is full (policy `Reject`, or `try_send` under `Wait`).
+    #[error("channel full")]
+    Full(T),
+    /// The channel stayed full for the whole `Wait` timeout.
+    #[error("timed out waiting for room in the channel")]
+    Timeout(T),
+    /// Every receiver is gone.
+    #[error("channel closed")]
+    Closed(T),
+}
+
+impl<T> SendError<T> {
+    /// The item that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Full(t) | Self::Timeout(t) | Self::Closed(t) => t,
+        }
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Full(_) => "Full(..)",
+            Self::Timeout(_) => "Timeout(..)",
+            Self::Closed(_) => "Closed(..)",
+        })
+    }
+}
+
+/// Why `try_recv` returned nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TryRecvError {
+    /// Nothing queued right now.
+    #[error("channel empty")]
+    Empty,
+    /// Nothing queued and every sender is gone.
+    #[error("channel closed")]
+    Closed,
+}
+
+/// Why `recv_timeout` returned nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecvTimeoutError {
+    /// Nothing arrived in time.
+    #[error("timed out waiting for an item")]
+    Timeout,
+    /// Nothing queued and every sender is gone.
+    #[error("channel closed")]
+    Closed,
+}
+
+/// Counters of a channel, read without locks.
+///
+/// Every accepted item is received, evicted or still queued:
+/// `sent = received + evicted + depth`. Every offered item is accepted, rejected or dropped:
+/// `offered = sent + rejected + dropped_newest` (sends to a closed channel are not counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChannelStats {
+    /// Slots in the queue.
+    pub capacity: usize,
+    /// Items queued now.
+    pub depth: usize,
+    /// The deepest the queue has been: exact when it reached capacity, otherwise sampled every
+    /// 16 sends (so within 16 of the true peak).
+    pub high_water: usize,
+    /// Items accepted into the queue.
+    pub sent: u64,
+    /// Items taken out by receivers.
+    pub received: u64,
+    /// Items evicted by `DropOldest`.
+    pub evicted: u64,
+    /// Items refused by `DropNewest`.
+    pub dropped_newest: u64,
+    /// Items refused with [`SendError::Full`] or [`SendError::Timeout`].
+    pub rejected: u64,
+    /// Sends that had to wait for room.
+    pub send_waits: u64,
+    /// Total time sends spent waiting for room.
+    pub send_wait: Duration,
+}
+
+struct Shared<T> {
+    ring: Ring<T>,
+    policy: OverflowPolicy,
+    senders: AtomicUsize,
+    receivers: AtomicUsize,
+    /// Receivers waiting for an item.
+    recv_waiters: Waiters,
+    /// Senders waiting for room (policy `Wait`).
+    send_waiters: Waiters,
+    counters: Padded<Counters>,
+    clock: MonotonicClock,
+}
+
+#[derive(Default)]
+struct Counters {
+    high_water: AtomicUsize,
+    evicted: AtomicU64,
+    dropped_newest: AtomicU64,
+    rejected: AtomicU64,
+    send_waits: AtomicU64,
+    send_wait_ns: AtomicU64,
+}
+
+/// Creates a channel of `capacity` items (at least 1) with the given overflow policy.
+///
+/// ```
+/// use spillway::channel::{channel, OverflowPolicy};
+/// use std::time::Duration;
+///
+/// let (tx, rx) = channel::<u32>(1024, OverflowPolicy::Wait(Some(Duration::from_secs(5))));
+/// std::thread::spawn(move || for i in 0..10 { tx.send_blocking(i).unwrap(); });
+/// let mut got = vec![];
+/// while let Some(i) = rx.recv_blocking() {
+///     got.push(i);
+/// }
+/// assert_eq!(got, (0..10).collect::<Vec<_>>());
+/// ```
+pub fn channel<T>(capacity: usize, policy: OverflowPolicy) -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Shared {
+        ring: Ring::new(capacity),
+        policy,
+        senders: AtomicUsize::new(1),
+        receivers: AtomicUsize::new(1),
+        recv_waiters: Waiters::default(),
+        send_waiters: Waiters::default(),
+        counters: Padded(Counters::default()),
+        clock: MonotonicClock::new(),
+    });
+    (Sender { shared: shared.clone() }, Receiver { shared })
+}
+
+/// The sending half; clone it for more producers.
+pub struct Sender<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// The receiving half; clone it for more consumers (each item goes to one of them).
+pub struct Receiver<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// Wakes a parked thread: the waker of blocking calls.
+struct Unpark(crate::sync::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+fn thread_waker() -> Waker {
+    Waker::from(std::sync::Arc::new(Unpark(crate::sync::thread::current())))
+}
+
+/// Spins, then yields, before a caller parks: on a busy channel the other side usually acts
+/// within microseconds, and a park/unpark pair costs more than that.
+struct Backoff(u32);
+
+impl Backoff {
+    const SPIN: u32 = 6;
+    const YIELD: u32 = 10;
+
+    /// Waits a little; `false` once it is time to park.
+    fn snooze(&mut self) -> bool {
+        if self.0 < Self::SPIN {
+            for _ in 0..(1 << self.0) {
+                crate::sync::spin_loop();
+            }
+        } else if self.0 < Self::YIELD {
+            crate::sync::thread::yield_now();
+        } else {
+            return false;
+        }
+        self.0 += 1;
+        true
+    }
+}
+
+/// Parks the current thread until woken or until `deadline` (clock nanoseconds); `false` if the
+/// deadline passed.
+fn park_until(clock: &MonotonicClock, deadline: Option<u64>) -> bool {
+    match deadline {
+        None => {
+            crate::sync::thread::park();
+            true
+        }
+        Some(d) => {
+            let now = clock.now();
+            if now >= d {
+                return false;
+            }
+            park_timeout(Duration::from_nanos(d - now));
+            true
+        }
+    }
+}
+
+#[cfg(not(loom))]
+fn park_timeout(d: Duration) {
+    std::thread::park_timeout(d);
+}
+
+#[cfg(loom)]
+fn park_timeout(_: Duration) {
+    // loom has no time: a timed park is a park that may also wake spuriously.
+    loom::thread::yield_now();
+}
+
+impl<T> Shared<T> {
+    #[inline]
+    fn receivers_gone(&self) -> bool {
+        self.receivers.load(Ordering::SeqCst) == 0
+    }
+
+    #[inline]
+    fn after_push(&self, pos: usize) {
+        if pos & 15 == 0 {
+            self.counters.high_water.fetch_max(self.ring.len(), Ordering::Relaxed);
+        }
+        self.recv_waiters.notify_one();
+    }
+
+    /// One non-waiting attempt, applying the overflow policy.
+    #[inline]
+    fn try_send(&self, item: T) -> Result<SendOutcome<T>, SendError<T>> {
+        if self.receivers_gone() {
+            return Err(SendError::Closed(item));
+        }
+        let item = match self.ring.push(item) {
+            Ok(pos) => {
+                self.after_push(pos);
+                return Ok(SendOutcome::Sent);
+            }
+            Err(item) => item,
+        };
+        self.counters.high_water.store(self.ring.capacity(), Ordering::Relaxed);
+        match self.policy {
+            OverflowPolicy::DropOldest => self.replace_oldest(item),
+            OverflowPolicy::DropNewest => {
+                self.counters.dropped_newest.fetch_add(1, Ordering::Relaxed);
+                Ok(SendOutcome::Dropped(item))
+            }
+            OverflowPolicy::Reject | OverflowPolicy::Wait(_) => Err(SendError::Full(item)),
+        }
+    }
+
+    /// Evicts from the front until `item` fits at the back. If racing senders make it evict more
+    /// than once, the earlier evictions are dropped (and counted).
+    fn replace_oldest(&self, mut item: T) -> Result<SendOutcome<T>, SendError<T>> {
+        let mut evicted = None;
+        loop {
+            if let Some(old) = self.ring.pop() {
+                self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+                evicted = Some(old);
+            }
+            match self.ring.push(item) {
+                Ok(pos) => {
+                    self.after_push(pos);
+                    return Ok(evicted.map_or(SendOutcome::Sent, SendOutcome::Replaced));
+                }
+                Err(back) => item = back,
+            }
+        }
+    }
+
+    fn reject(&self, e: SendError<T>) -> SendError<T> {
+        if matches!(e, SendError::Full(_) | SendError::Timeout(_)) {
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        e
+    }
+
+    fn record_wait(&self, since: u64) {
+        let waited = self.clock.now().saturating_sub(since);
+        self.counters.send_waits.fetch_add(1, Ordering::Relaxed);
+        self.counters.send_wait_ns.fetch_add(waited, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn try_recv(&self) -> Result<T, TryRecvError> {
+        match self.ring.pop() {
+            Some(v) => {
+                self.send_waiters.notify_one();
+                Ok(v)
+            }
+            None if self.senders.load(Ordering::SeqCst) == 0 => {
+                // The last sender may have pushed just before leaving.
+                self.ring.pop().ok_or(TryRecvError::Closed)
+            }
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// Blocks for an item until `deadline` (clock nanoseconds).
+    fn recv_until(&self, deadline: Option<u64>) -> Result<T, RecvTimeoutError> {
+        let mut backoff = Backoff(0);
+        loop {
+            match self.try_recv() {
+                Ok(v) => return Ok(v),
+                Err(TryRecvError::Closed) => return Err(RecvTimeoutError::Closed),
+                Err(TryRecvError::Empty) => {}
+            }
+            if backoff.snooze() {
+                continue;
+            }
+            let mut key = None;
+            self.recv_waiters.register(&mut key, &thread_waker());
+            let got = self.try_recv();
+            let in_time = got.is_ok() || park_until(&self.clock, deadline);
+            if !self.recv_waiters.unregister(&mut key) && got.is_ok() {
+                // We were picked by a notify but served ourselves: pass the wake-up on.
+                self.recv_waiters.notify_one();
+            }
+            match got {
+                Ok(v) => return Ok(v),
+                Err(TryRecvError::Closed) => return Err(RecvTimeoutError::Closed),
+                Err(TryRecvError::Empty) if !in_time => {
+                    return self.try_recv().map_err(|e| match e {
+                        TryRecvError::Empty => RecvTimeoutError::Timeout,
+                        TryRecvError::Closed => RecvTimeoutError::Closed,
+                    });
+                }
+                Err(TryRecvError::Empty) => backoff = Backoff(Backoff::YIELD),
+            }
+        }
+    }
+
+    fn stats(&self) -> ChannelStats {
+        let c = &self.counters;
+        let (pushed, popped) = self.ring.totals();
+        let evicted = c.evicted.load(Ordering::Relaxed);
+        let depth = self.ring.len();
+        ChannelStats {
+            capacity: self.ring.capacity(),
+            depth,
+            high_water: c.high_water.load(Ordering::Relaxed).max(depth),
+            sent: pushed,
+            received: popped.saturating_sub(evicted),
+            evicted,
+            dropped_newest: c.dropped_newest.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+            send_waits: c.send_waits.load(Ordering::Relaxed),
+            send_wait: Duration::from_nanos(c.send_wait_ns.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl<T> Sender<T> {
+    /// Sends without waiting, applying the policy when full (`Wait` counts as `Reject` here).
+    ///
+    /// ```
+    /// use spillway::channel::{channel, OverflowPolicy, SendOutcome};
+    ///
+    /// let (tx, rx) = channel(1, OverflowPolicy::DropNewest);
+    /// assert_eq!(tx.try_send(1), Ok(SendOutcome::Sent));
+    /// assert_eq!(tx.try_send(2), Ok(SendOutcome::Dropped(2)));
+    /// assert_eq!(rx.try_recv(), Ok(1));
+    /// ```
+    #[inline]
+    pub fn try_send(&self, item: T) -> Result<SendOutcome<T>, SendError<T>> {
+        self.shared.try_send(item).map_err(|e| self.shared.reject(e))
+    }
+
+    /// Sends, blocking the thread while the channel is full if the policy is `Wait`.
+    ///
+    /// ```
+    /// use spillway::channel::{channel, OverflowPolicy, SendError};
+    /// use std::time::Duration;
+    ///
+    /// let (tx, rx) = channel(1, OverflowPolicy::Wait(Some(Duration::from_millis(10))));
+    /// tx.send_blocking(1).unwrap();
+    /// assert_eq!(tx.send_blocking(2), Err(SendError::Timeout(2)));
+    /// assert_eq!(tx.stats().send_waits, 1);
+    /// drop(rx);
+    /// ```
+    pub fn send_blocking(&self, item: T) -> Result<SendOutcome<T>, SendError<T>> {
+        let shared = &*self.shared;
+        let OverflowPolicy::Wait(timeout) = shared.policy else { return self.try_send(item) };
+        let mut item = match shared.try_send(item) {
+            Err(SendError::Full(item)) => item,
+            other => return other,
+        };
+        let start = shared.clock.now();
+        let deadline = timeout.map(|t| start.saturating_add(nanos(t)));
+        let mut backoff = Backoff(0);
+        let result = loop {
+            item = match shared.try_send(item) {
+                Err(SendError::Full(item)) => item,
+                other => break other,
+            };
+            if backoff.snooze() {
+                continue;
+            }
+            let mut key = None;
+            shared.send_waiters.register(&mut key, &thread_waker());
+            item = match shared.try_send(item) {
+                Err(SendError::Full(item)) => item,
+                other => {
+                    if !shared.send_waiters.unregister(&mut key) {
+                        shared.send_waiters.notify_one();
+                    }
+                    break other;
+                }
+            };
+            let in_time = park_until(&shared.clock, deadline);
+            shared.send_waiters.unregister(&mut key);
+            if !in_time {
+                break match shared.try_send(item) {
+                    Err(SendError::Full(item)) => Err(SendError::Timeout(item)),
+                    other => other,
+                };
+            }
+            backoff = Backoff(Backoff::YIELD);
+        };
+        shared.record_wait(start);
+        result.map_err(|e| shared.reject(e))
+    }
+
+    /// Sends, waiting asynchronously while the channel is full if the policy is `Wait`.
+    ///
+    /// Cancel-safe in this sense: if the future is dropped while waiting, its item is dropped
+    /// with it and was never queued.
+    ///
+    /// ```
+    /// use spillway::channel::{channel, OverflowPolicy, SendOutcome};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let (tx, rx) = channel(1, OverflowPolicy::Wait(None));
+    /// tx.send(1).await.unwrap();
+    /// let consumer = tokio::spawn(async move { (rx.recv().await, rx.recv().await) });
+    /// assert_eq!(tx.send(2).await.unwrap(), SendOutcome::Sent); // waits until 1 is taken
+    /// assert_eq!(consumer.await.unwrap(), (Some(1), Some(2)));
+    /// # });
+    /// ```
+    #[cfg(all(feature = "async", not(loom)))]
+    pub async fn send(&self, item: T) -> Result<SendOutcome<T>, SendError<T>> {
+        let shared = &*self.shared;
+        let OverflowPolicy::Wait(timeout) = shared.policy else { return self.try_send(item) };
+        let item = match shared.try_send(item) {
+            Err(SendError::Full(item)) => item,
+            other => return other.map_err(|e| shared.reject(e)),
+        };
+        let start = shared.clock.now();
+        let mut pending = Some(item);
+        let mut waiter = WaitGuard { waiters: &shared.send_waiters, key: None };
+        let wait = std::future::poll_fn(|cx| {
+            let Some(item) = pending.take() else { return Poll::Ready(None) };
+            let item = match shared.try_send(item) {
+                Err(SendError::Full(item)) => item,
+                other => return Poll::Ready(Some(other)),
+            };
+            waiter.waiters.register(&mut waiter.key, cx.waker());
+            match shared.try_send(item) {
+                Err(SendError::Full(item)) => {
+                    pending = Some(item);
+                    Poll::Pending
+                }
+                other => Poll::Ready(Some(other)),
+            }
+        });
+        let outcome = match timeout {
+            None => wait.await,
+            Some(t) => tokio::time::timeout(t, wait).await.unwrap_or(None),
+        };
+        drop(waiter);
+        shared.record_wait(start);
+        let result = match (outcome, pending) {
+            (Some(result), _) => result,
+            (None, Some(item)) => Err(SendError::Timeout(item)),
+            (None, None) => unreachable!("the send future holds its item until it resolves"),
+        };
+        result.map_err(|e| shared.reject(e))
+    }
+
+    /// Counters and depth.
+    pub fn stats(&self) -> ChannelStats {
+        self.shared.stats()
+    }
+
+    /// Items queued now.
+    pub fn len(&self) -> usize {
+        self.shared.ring.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Slots in the queue.
+    pub fn capacity(&self) -> usize {
+        self.shared.ring.capacity()
+    }
+
+    /// Whether every receiver is gone (sends will fail with [`SendError::Closed`]).
+    pub fn is_closed(&self) -> bool {
+        self.shared.receivers_gone()
+    }
+
+    /// The overflow policy.
+    pub fn policy(&self) -> OverflowPolicy {
+        self.shared.policy
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Takes the oldest item without waiting.
+    ///
+    /// ```
+    /// use spillway::channel::{channel, OverflowPolicy, TryRecvError};
+    ///
+    /// let (tx, rx) = channel(4, OverflowPolicy::Reject);
+    /// assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+    /// tx.try_send(7).unwrap();
+    /// drop(tx);
+    /// assert_eq!(rx.try_recv(), Ok(7)); // drained first…
+    /// assert_eq!(rx.try_recv(), Err(TryRecvError::Closed)); // …then closed
+    /// ```
+    #[inline]
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        self.shared.try_recv()
+    }
+
+    /// Takes the oldest item, blocking the thread until one arrives; `None` once every sender is
+    /// gone and the queue is drained.
+    pub fn recv_blocking(&self) -> Option<T> {
+        self.shared.recv_until(None).ok()
+    }
+
+    /// Like [`recv_blocking`](Self::recv_blocking), giving up after `timeout`.
+    ///
+    /// ```
+    /// use spillway::channel::{channel, OverflowPolicy, RecvTimeoutError};
+    /// use std::time::Duration;
+    ///
+    /// let (tx, rx) = channel::<u8>(4, OverflowPolicy::Reject);
+    /// assert_eq!(rx.recv_timeout(Duration::from_millis(5)), Err(RecvTimeoutError::Timeout));
+    /// drop(tx);
+    /// assert_eq!(rx.recv_timeout(Duration::from_millis(5)), Err(RecvTimeoutError::Closed));
+    /// ```
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        let deadline = self.shared.clock.now().saturating_add(nanos(timeout));
+        self.shared.recv_until(Some(deadline))
+    }
+
+    /// Takes the oldest item, waiting asynchronously; `None` once every sender is gone and the
+    /// queue is drained. Cancel-safe: a dropped `recv` future never loses an item.
+    ///
+    /// ```
+    /// use spillway::channel::{channel, OverflowPolicy};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let (tx, rx) = channel(8, OverflowPolicy::Reject);
+    /// tokio::spawn(async move { tx.try_send("hello").unwrap(); });
+    /// assert_eq!(rx.recv().await, Some("hello"));
+    /// assert_eq!(rx.recv().await, None);
+    /// # });
+    /// ```
+    #[cfg(not(loom))]
+    pub async fn recv(&self) -> Option<T> {
+        let shared = &*self.shared;
+        let mut waiter = WaitGuard { waiters: &shared.recv_waiters, key: None };
+        std::future::poll_fn(|cx| {
+            match shared.try_recv() {
+                Ok(v) => return Poll::Ready(Some(v)),
+                Err(TryRecvError::Closed) => return Poll::Ready(None),
+                Err(TryRecvError::Empty) => {}
+            }
+            waiter.waiters.register(&mut waiter.key, cx.waker());
+            match shared.try_recv() {
+                Ok(v) => Poll::Ready(Some(v)),
+                Err(TryRecvError::Closed) => Poll::Ready(None),
+                Err(TryRecvError::Empty) => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Counters and depth.
+    pub fn stats(&self) -> ChannelStats {
+        self.shared.stats()
+    }
+
+    /// Items queued now.
+    pub fn len(&self) -> usize {
+        self.shared.ring.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Removes an async waiter when its future ends or is dropped; if a notify had already picked it,
+/// passes the wake-up on so that no other waiter misses it.
+struct WaitGuard<'a> {
+    waiters: &'a Waiters,
+    key: Option<u64>,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        if self.key.is_some() && !self.waiters.unregister(&mut self.key) {
+            self.waiters.notify_one();
+        }
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        Self { shared: self.shared.clone() }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.shared.recv_waiters.notify_all();
+        }
+    }
+}
+
+impl<T> Clone for Receiver<T> {
+    fn clone(&self) -> Self {
+        self.shared.receivers.fetch_add(1, Ordering::Relaxed);
+        Self { shared: self.shared.clone() }
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        if self.shared.receivers.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.shared.send_waiters.notify_all();
+        }
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender").field("policy", &self.shared.policy).field("stats", &self.stats()).finish()
+    }
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver").field("stats", &self.stats()).finish()
+    }
+}
