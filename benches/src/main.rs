@@ -4,6 +4,7 @@
 //! `{"name", "ours_ns", "anchor", "anchor_ns", "ratio"}` with ratio = ours / anchor, each the
 //! median of several interleaved repetitions measured in this one process.
 
+mod channel;
 mod harness;
 mod rate;
 
@@ -12,7 +13,7 @@ use harness::Row;
 /// A named set of rows.
 type Group = (&'static str, fn(usize) -> Vec<Row>);
 
-const GROUPS: &[Group] = &[("rate", rate::rows)];
+const GROUPS: &[Group] = &[("rate", rate::rows), ("channel", channel::rows)];
 
 fn main() {
     let json = std::env::args().any(|a| a == "--json");

@@ -172,7 +172,6 @@ struct Shared<T> {
 #[derive(Default)]
 struct Counters {
     high_water: AtomicUsize,
-    evicted: AtomicU64,
     dropped_newest: AtomicU64,
     rejected: AtomicU64,
     send_waits: AtomicU64,
@@ -229,6 +228,16 @@ impl Wake for Unpark {
     }
 }
 
+/// The current thread's waker, made once per thread.
+#[cfg(not(loom))]
+fn thread_waker() -> Waker {
+    thread_local! {
+        static WAKER: Waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    }
+    WAKER.with(Waker::clone)
+}
+
+#[cfg(loom)]
 fn thread_waker() -> Waker {
     Waker::from(std::sync::Arc::new(Unpark(crate::sync::thread::current())))
 }
@@ -304,6 +313,9 @@ impl<T> Shared<T> {
     /// One non-waiting attempt, applying the overflow policy.
     #[inline]
     fn try_send(&self, item: T) -> Result<SendOutcome<T>, SendError<T>> {
+        if self.policy == OverflowPolicy::DropOldest {
+            return self.send_replacing(item);
+        }
         if self.receivers_gone() {
             return Err(SendError::Closed(item));
         }
@@ -316,7 +328,7 @@ impl<T> Shared<T> {
         };
         self.counters.high_water.store(self.ring.capacity(), Ordering::Relaxed);
         match self.policy {
-            OverflowPolicy::DropOldest => self.replace_oldest(item),
+            OverflowPolicy::DropOldest => self.send_replacing(item),
             OverflowPolicy::DropNewest => {
                 self.counters.dropped_newest.fetch_add(1, Ordering::Relaxed);
                 Ok(SendOutcome::Dropped(item))
@@ -325,21 +337,24 @@ impl<T> Shared<T> {
         }
     }
 
-    /// Evicts from the front until `item` fits at the back. If racing senders make it evict more
-    /// than once, the earlier evictions are dropped (and counted).
-    fn replace_oldest(&self, mut item: T) -> Result<SendOutcome<T>, SendError<T>> {
-        let mut evicted = None;
-        loop {
-            if let Some(old) = self.ring.pop() {
-                self.counters.evicted.fetch_add(1, Ordering::Relaxed);
-                evicted = Some(old);
+    /// `DropOldest`: push, evicting the oldest item in the same step if the ring is full.
+    #[inline]
+    fn send_replacing(&self, item: T) -> Result<SendOutcome<T>, SendError<T>> {
+        if self.receivers_gone() {
+            return Err(SendError::Closed(item));
+        }
+        match self.ring.push_or_replace(item) {
+            (pos, None) => {
+                self.after_push(pos);
+                Ok(SendOutcome::Sent)
             }
-            match self.ring.push(item) {
-                Ok(pos) => {
-                    self.after_push(pos);
-                    return Ok(evicted.map_or(SendOutcome::Sent, SendOutcome::Replaced));
+            (_, Some(old)) => {
+                // Full before and after: depth is at capacity, and receivers are not waiting.
+                let c = &self.counters;
+                if c.high_water.load(Ordering::Relaxed) != self.ring.capacity() {
+                    c.high_water.store(self.ring.capacity(), Ordering::Relaxed);
                 }
-                Err(back) => item = back,
+                Ok(SendOutcome::Replaced(old))
             }
         }
     }
@@ -409,7 +424,7 @@ impl<T> Shared<T> {
     fn stats(&self) -> ChannelStats {
         let c = &self.counters;
         let (pushed, popped) = self.ring.totals();
-        let evicted = c.evicted.load(Ordering::Relaxed);
+        let evicted = self.ring.evicted();
         let depth = self.ring.len();
         ChannelStats {
             capacity: self.ring.capacity(),

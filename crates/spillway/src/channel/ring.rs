@@ -17,7 +17,7 @@
 //! checks it.
 #![allow(unsafe_code)]
 
-use crate::sync::{AtomicUsize, Ordering, Padded, UnsafeCell, fence, spin_loop};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering, Padded, UnsafeCell, fence, spin_loop};
 use std::mem::MaybeUninit;
 
 struct Slot<T> {
@@ -29,6 +29,10 @@ pub(crate) struct Ring<T> {
     head: Padded<AtomicUsize>,
     tail: Padded<AtomicUsize>,
     slots: Box<[Slot<T>]>,
+    /// Values evicted from each slot by [`Ring::push_or_replace`]. Only the slot's owner of the
+    /// moment writes an entry, so a plain load and store suffice: no contended read-modify-write.
+    /// Kept apart from the slots so that channels that never evict keep 16-byte slots.
+    evicted: Box<[AtomicU64]>,
     one_lap: usize,
 }
 
@@ -50,6 +54,7 @@ impl<T> Ring<T> {
             head: Padded(AtomicUsize::new(0)),
             tail: Padded(AtomicUsize::new(0)),
             slots,
+            evicted: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
             one_lap: (capacity + 1).next_power_of_two(),
         }
     }
@@ -107,6 +112,70 @@ impl<T> Ring<T> {
                 tail = self.tail.load(Ordering::Relaxed);
             }
         }
+    }
+
+    /// Appends `value`; when the ring is full, evicts the oldest value in the same step and
+    /// returns it. Returns the position written.
+    ///
+    /// When full, the slot at `tail` holds the oldest value (position `tail − one_lap`, which is
+    /// then `head`). Winning the CAS on `head` claims that slot as a pop would; no push can claim
+    /// `tail` meanwhile, because the slot's stamp still says "full". So the evictor swaps the
+    /// value in place, marks the slot full for the pop at `tail` and moves `tail` on: one CAS
+    /// for what would otherwise be a failed push, a pop and a push.
+    #[inline]
+    pub(crate) fn push_or_replace(&self, value: T) -> (usize, Option<T>) {
+        let mut tail = self.tail.load(Ordering::Relaxed);
+        loop {
+            let slot = &self.slots[tail & (self.one_lap - 1)];
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            if stamp == tail {
+                match self.tail.compare_exchange_weak(
+                    tail,
+                    self.next(tail),
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        // SAFETY: as in `push`.
+                        slot.value.with_mut(|p| unsafe { (*p).write(value) });
+                        slot.stamp.store(tail + 1, Ordering::Release);
+                        return (tail, None);
+                    }
+                    Err(t) => tail = t,
+                }
+            } else if stamp.wrapping_add(self.one_lap) == tail + 1 {
+                let head = tail.wrapping_sub(self.one_lap);
+                if self
+                    .head
+                    .compare_exchange_weak(head, self.next(head), Ordering::SeqCst, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    // SAFETY: winning the CAS on `head` at a slot whose stamp is `head + 1` makes
+                    // this thread its only owner (as in `pop`), and the slot holds an initialised
+                    // value; no push can take the slot while its stamp stays `head + 1`.
+                    let old = slot.value.with_mut(|p| unsafe {
+                        std::mem::replace(&mut *p, MaybeUninit::new(value)).assume_init()
+                    });
+                    let evicted = &self.evicted[tail & (self.one_lap - 1)];
+                    evicted.store(evicted.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                    slot.stamp.store(tail + 1, Ordering::Release);
+                    // Release suffices: the count of values did not change, so no receiver can be
+                    // deciding to sleep on an empty ring, and no push could move `tail` meanwhile.
+                    self.tail.store(self.next(tail), Ordering::Release);
+                    return (tail, Some(old));
+                }
+                // A pop moved `head`: there may be room now.
+                tail = self.tail.load(Ordering::Relaxed);
+            } else {
+                spin_loop();
+                tail = self.tail.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Values evicted by [`push_or_replace`](Self::push_or_replace) so far.
+    pub(crate) fn evicted(&self) -> u64 {
+        self.evicted.iter().map(|e| e.load(Ordering::Relaxed)).sum()
     }
 
     /// Removes the oldest value, or `None` if the ring is empty.
@@ -213,6 +282,21 @@ mod tests {
             assert_eq!(r.len(), 0);
         }
         assert_eq!(r.totals(), (15, 15));
+    }
+
+    #[test]
+    fn replace_evicts_the_oldest_in_order() {
+        let r = Ring::new(3);
+        for i in 0..3 {
+            assert_eq!(r.push_or_replace(i).1, None);
+        }
+        for i in 3..10 {
+            assert_eq!(r.push_or_replace(i).1, Some(i - 3));
+            assert_eq!(r.len(), 3);
+        }
+        assert_eq!(r.evicted(), 7);
+        assert_eq!((r.pop(), r.pop(), r.pop(), r.pop()), (Some(7), Some(8), Some(9), None));
+        assert_eq!(r.totals(), (10, 10)); // pops include the 7 evictions
     }
 
     #[test]
