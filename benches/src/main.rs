@@ -6,6 +6,7 @@
 
 mod channel;
 mod harness;
+mod limit;
 mod rate;
 
 use harness::Row;
@@ -13,7 +14,7 @@ use harness::Row;
 /// A named set of rows.
 type Group = (&'static str, fn(usize) -> Vec<Row>);
 
-const GROUPS: &[Group] = &[("rate", rate::rows), ("channel", channel::rows)];
+const GROUPS: &[Group] = &[("rate", rate::rows), ("limit", limit::rows), ("channel", channel::rows)];
 
 fn main() {
     let json = std::env::args().any(|a| a == "--json");

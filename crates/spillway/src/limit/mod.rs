@@ -1,1 +1,643 @@
-//! Concurrency limits (filled by the limit work).
+//! Concurrency limits with a bounded wait queue.
+//!
+//! [`ConcurrencyLimiter`] admits at most `limit` holders of a [`Permit`] at once. Past the limit a
+//! caller either gets an immediate answer ([`try_acquire`](ConcurrencyLimiter::try_acquire), the
+//! seeds' `is_ready` readiness check) or waits in a queue that is itself bounded in length and
+//! in time ([`acquire`](ConcurrencyLimiter::acquire)): a semaphore that "only queues" is how
+//! overload turns into latency, so the queue here has a capacity, a timeout and an order.
+//!
+//! - **Hot path.** `try_acquire` and releasing a permit are one compare-and-swap and one
+//!   fetch-add on one word (in flight and a completion count share it), with no lock and no
+//!   allocation. The queue's mutex is taken only when somebody waits.
+//! - **Order.** FIFO is fair; LIFO serves the freshest waiter first, which under sustained
+//!   overload keeps some requests fast instead of making all of them late.
+//! - **Cancel safety.** A waiter dropped while queued frees its place; one dropped after being
+//!   granted passes the permit to the next waiter.
+//! - **Answers.** A rejection is a value, [`Rejected`], with the reason and a `retry_after`
+//!   computed from the measured drain rate.
+//!
+//! ```
+//! use spillway::limit::{ConcurrencyLimiter, RejectReason};
+//!
+//! let limiter = ConcurrencyLimiter::builder(2).queue(0).build();
+//! let a = limiter.try_acquire().unwrap();
+//! let _b = limiter.try_acquire().unwrap();
+//! let no = limiter.try_acquire().unwrap_err();
+//! assert_eq!(no.reason(), RejectReason::AtCapacity);
+//! drop(a);
+//! assert!(limiter.try_acquire().is_ok());
+//! ```
+
+mod queue;
+
+use crate::clock::{Clock, CoarseClock, nanos};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering, Padded};
+use queue::{Left, Ticket, WaitQueue};
+use std::fmt;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+/// Which waiter gets the next free permit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueOrder {
+    /// The longest waiter: fair.
+    #[default]
+    Fifo,
+    /// The newest waiter: under sustained overload, some requests stay fast instead of all of
+    /// them going stale.
+    Lifo,
+}
+
+/// Why a permit was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The limit is reached (and `try_acquire` does not wait, or there is no queue).
+    AtCapacity,
+    /// The wait queue is full.
+    QueueFull,
+    /// The caller waited for the whole queue timeout.
+    Timeout,
+}
+
+/// A refused permit: why, and when it is worth trying again.
+///
+/// ```
+/// use spillway::limit::ConcurrencyLimiter;
+///
+/// let limiter = ConcurrencyLimiter::builder(1).build();
+/// let _held = limiter.try_acquire().unwrap();
+/// let rejected = limiter.try_acquire().unwrap_err();
+/// assert!(rejected.retry_after() > std::time::Duration::ZERO);
+/// println!("{rejected}"); // "concurrency limit reached; retry after 1s"
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}; retry after {retry_after:?}", match reason {
+    RejectReason::AtCapacity => "concurrency limit reached",
+    RejectReason::QueueFull => "wait queue full",
+    RejectReason::Timeout => "timed out in the wait queue",
+})]
+pub struct Rejected {
+    reason: RejectReason,
+    retry_after: Duration,
+}
+
+impl Rejected {
+    /// Why.
+    pub fn reason(&self) -> RejectReason {
+        self.reason
+    }
+
+    /// An estimate of when a permit will be free for this caller: the waiters ahead plus one,
+    /// divided by the measured rate at which permits are released, clamped to 1 ms..60 s (1 s,
+    /// or the queue timeout, before any rate is known).
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+/// A lock-free snapshot of a limiter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct LimiterStats {
+    /// The current limit.
+    pub limit: usize,
+    /// Permits held now.
+    pub in_flight: usize,
+    /// Callers queued now.
+    pub waiting: usize,
+    /// The queue's capacity.
+    pub queue_capacity: usize,
+    /// The most permits ever held at once.
+    pub in_flight_high_water: usize,
+    /// The longest the queue has ever been.
+    pub waiting_high_water: usize,
+    /// Refusals with [`RejectReason::AtCapacity`].
+    pub rejected_at_capacity: u64,
+    /// Refusals with [`RejectReason::QueueFull`].
+    pub rejected_queue_full: u64,
+    /// Refusals with [`RejectReason::Timeout`].
+    pub rejected_timeout: u64,
+    /// Permits released per second, an exponentially weighted average over the last seconds
+    /// (0 until measured).
+    pub drain_rate_per_sec: f64,
+}
+
+/// Configures a [`ConcurrencyLimiter`].
+///
+/// ```
+/// use spillway::limit::{ConcurrencyLimiter, QueueOrder};
+/// use std::time::Duration;
+///
+/// let limiter = ConcurrencyLimiter::builder(64)
+///     .queue(128)
+///     .queue_timeout(Duration::from_millis(250))
+///     .order(QueueOrder::Lifo)
+///     .build();
+/// assert_eq!(limiter.stats().limit, 64);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder<C = CoarseClock> {
+    limit: usize,
+    queue: usize,
+    timeout: Option<Duration>,
+    order: QueueOrder,
+    clock: C,
+}
+
+impl Builder<CoarseClock> {
+    fn new(limit: usize) -> Self {
+        Self { limit, queue: 0, timeout: None, order: QueueOrder::Fifo, clock: CoarseClock::new() }
+    }
+}
+
+impl<C: Clock> Builder<C> {
+    /// How many callers may wait for a permit (0, the default: none wait).
+    pub fn queue(mut self, capacity: usize) -> Self {
+        self.queue = capacity;
+        self
+    }
+
+    /// How long a caller may wait (default: no limit).
+    pub fn queue_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Which waiter is served first (default FIFO).
+    pub fn order(mut self, order: QueueOrder) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// The clock used to measure the drain rate.
+    pub fn clock<D: Clock>(self, clock: D) -> Builder<D> {
+        Builder { limit: self.limit, queue: self.queue, timeout: self.timeout, order: self.order, clock }
+    }
+
+    /// Builds the limiter. A limit of 0 is raised to 1; limits are capped at `u32::MAX`.
+    pub fn build(self) -> ConcurrencyLimiter<C> {
+        ConcurrencyLimiter {
+            inner: Arc::new(Inner {
+                state: Padded(AtomicU64::new(0)),
+                limit: AtomicUsize::new(clamp_limit(self.limit)),
+                waiting: AtomicUsize::new(0),
+                queue: Mutex::new(WaitQueue::new(self.queue)),
+                queue_capacity: self.queue,
+                timeout: self.timeout,
+                lifo: self.order == QueueOrder::Lifo,
+                in_flight_high: AtomicUsize::new(0),
+                waiting_high: AtomicUsize::new(0),
+                rejected: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+                drain: Mutex::new(Drain { at: 0, released: 0 }),
+                drain_rate: AtomicU64::new(0f64.to_bits()),
+                clock: self.clock,
+            }),
+        }
+    }
+}
+
+fn clamp_limit(limit: usize) -> usize {
+    limit.clamp(1, u32::MAX as usize)
+}
+
+/// The state word: permits held in the low 32 bits, permits released so far (wrapping) in the
+/// high 32. A release is one `fetch_add` of `2³² − 1`: `+1` above, `−1` below.
+const IN_FLIGHT: u64 = 0xffff_ffff;
+const RELEASE: u64 = (1 << 32) - 1;
+
+struct Inner<C> {
+    state: Padded<AtomicU64>,
+    limit: AtomicUsize,
+    /// Callers in the queue. Waiters raise it before their last look at `state`; releasers
+    /// read it after updating `state` (both SeqCst), so a release never misses a waiter.
+    waiting: AtomicUsize,
+    queue: Mutex<WaitQueue>,
+    queue_capacity: usize,
+    timeout: Option<Duration>,
+    lifo: bool,
+    in_flight_high: AtomicUsize,
+    waiting_high: AtomicUsize,
+    rejected: [AtomicU64; 3],
+    drain: Mutex<Drain>,
+    /// The drain rate (f64 bits), published for lock-free reads.
+    drain_rate: AtomicU64,
+    clock: C,
+}
+
+struct Drain {
+    at: u64,
+    released: u32,
+}
+
+/// A concurrency limit with a bounded, ordered, timed wait queue. Clones share one limit.
+///
+/// ```
+/// use spillway::limit::ConcurrencyLimiter;
+/// use std::time::Duration;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let limiter = ConcurrencyLimiter::builder(1).queue(10).queue_timeout(Duration::from_secs(1)).build();
+/// let first = limiter.acquire().await.unwrap();
+/// let l2 = limiter.clone();
+/// let second = tokio::spawn(async move { l2.acquire_owned().await.map(|_p| "served") });
+/// tokio::task::yield_now().await;
+/// assert_eq!(limiter.stats().waiting, 1);
+/// drop(first); // hands the permit to the waiter
+/// assert_eq!(second.await.unwrap(), Ok("served"));
+/// # });
+/// ```
+pub struct ConcurrencyLimiter<C = CoarseClock> {
+    inner: Arc<Inner<C>>,
+}
+
+impl<C> Clone for ConcurrencyLimiter<C> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+impl ConcurrencyLimiter<CoarseClock> {
+    /// A limiter of `limit` permits with no queue; see [`builder`](Self::builder) for more.
+    pub fn new(limit: usize) -> Self {
+        Self::builder(limit).build()
+    }
+
+    /// Configures a limiter of `limit` permits.
+    pub fn builder(limit: usize) -> Builder<CoarseClock> {
+        Builder::new(limit)
+    }
+}
+
+impl<C: Clock> Inner<C> {
+    /// One attempt to take a permit, ignoring the queue.
+    #[inline]
+    fn try_take(&self) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed) as u64;
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            let held = state & IN_FLIGHT;
+            if held >= limit {
+                return false;
+            }
+            match self.state.compare_exchange_weak(state, state + 1, Ordering::SeqCst, Ordering::Relaxed) {
+                Ok(_) => {
+                    let held = (held + 1) as usize;
+                    if held > self.in_flight_high.load(Ordering::Relaxed) {
+                        self.in_flight_high.fetch_max(held, Ordering::Relaxed);
+                    }
+                    return true;
+                }
+                Err(s) => state = s,
+            }
+        }
+    }
+
+    #[inline]
+    fn release(&self) {
+        self.state.fetch_add(RELEASE, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.grant_waiters();
+        }
+    }
+
+    fn lock_queue(&self) -> MutexGuard<'_, WaitQueue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands free permits to queued waiters, in queue order.
+    fn grant_waiters(&self) {
+        let mut queue = self.lock_queue();
+        while queue.len() > 0 && self.try_take() {
+            let waker = queue.grant(self.lifo);
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+
+    fn reject(&self, reason: RejectReason) -> Rejected {
+        self.rejected[reason as usize].fetch_add(1, Ordering::Relaxed);
+        let rate = self.drain_rate();
+        let ahead = self.waiting.load(Ordering::Relaxed) as f64 + 1.0;
+        let retry_after = if rate > 0.0 {
+            Duration::from_secs_f64((ahead / rate).clamp(0.001, 60.0))
+        } else {
+            self.timeout
+                .unwrap_or(Duration::from_secs(1))
+                .clamp(Duration::from_millis(1), Duration::from_secs(60))
+        };
+        Rejected { reason, retry_after }
+    }
+
+    /// Updates (at most every 50 ms, and only if nobody else is) and returns the drain rate.
+    fn drain_rate(&self) -> f64 {
+        if let Ok(mut d) = self.drain.try_lock() {
+            let now = self.clock.now();
+            let elapsed = now.saturating_sub(d.at);
+            if elapsed >= 50_000_000 {
+                let released = (self.state.load(Ordering::Relaxed) >> 32) as u32;
+                let sample = f64::from(released.wrapping_sub(d.released)) / (elapsed as f64 / 1e9);
+                let old = f64::from_bits(self.drain_rate.load(Ordering::Relaxed));
+                // Weight the new sample by how much time it covers (time constant: 1 s).
+                let rate = if d.at == 0 {
+                    sample
+                } else {
+                    let alpha = 1.0 - (-(elapsed as f64) / 1e9).exp();
+                    old + alpha * (sample - old)
+                };
+                self.drain_rate.store(rate.to_bits(), Ordering::Relaxed);
+                *d = Drain { at: now, released };
+            }
+        }
+        f64::from_bits(self.drain_rate.load(Ordering::Relaxed))
+    }
+
+    /// One poll of a queued (or not yet queued) waiter.
+    fn poll_wait(&self, ticket: &mut Option<Ticket>, waker: &Waker) -> Poll<Result<(), RejectReason>> {
+        let mut queue = self.lock_queue();
+        match *ticket {
+            Some(t) => match queue.poll(t, waker) {
+                Some(true) => {
+                    queue.leave(t);
+                    *ticket = None;
+                    Poll::Ready(Ok(()))
+                }
+                Some(false) => Poll::Pending,
+                None => unreachable!("a live ticket is never freed by anyone but its owner"),
+            },
+            None => {
+                // Announce ourselves before the last look, so that a release cannot slip by.
+                self.waiting.fetch_add(1, Ordering::SeqCst);
+                if queue.len() == 0 && self.try_take() {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return Poll::Ready(Ok(()));
+                }
+                match queue.push(waker.clone()) {
+                    Some(t) => {
+                        *ticket = Some(t);
+                        let len = queue.len();
+                        if len > self.waiting_high.load(Ordering::Relaxed) {
+                            self.waiting_high.fetch_max(len, Ordering::Relaxed);
+                        }
+                        Poll::Pending
+                    }
+                    None => {
+                        self.waiting.fetch_sub(1, Ordering::SeqCst);
+                        Poll::Ready(Err(RejectReason::QueueFull))
+                    }
+                }
+            }
+        }
+    }
+
+    /// A waiter leaves without its permit (cancelled or timed out).
+    fn abandon(&self, ticket: &mut Option<Ticket>) {
+        let Some(t) = ticket.take() else { return };
+        let left = self.lock_queue().leave(t);
+        match left {
+            Left::Waiting => {
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+            }
+            // Granted but never picked up: pass it on.
+            Left::Granted => self.release(),
+            Left::Unknown => {}
+        }
+    }
+}
+
+impl<C: Clock> ConcurrencyLimiter<C> {
+    /// Takes a permit if one is free and nobody is queued; never waits.
+    ///
+    /// ```
+    /// use spillway::limit::ConcurrencyLimiter;
+    ///
+    /// let limiter = ConcurrencyLimiter::new(1);
+    /// let permit = limiter.try_acquire().expect("free");
+    /// assert!(limiter.try_acquire().is_err());
+    /// drop(permit);
+    /// assert!(limiter.try_acquire().is_ok());
+    /// ```
+    #[inline]
+    pub fn try_acquire(&self) -> Result<Permit<'_, C>, Rejected> {
+        self.try_take().map(|()| Permit { inner: &self.inner })
+    }
+
+    /// [`try_acquire`](Self::try_acquire), with a permit that owns a handle on the limiter (for
+    /// moving into tasks).
+    pub fn try_acquire_owned(&self) -> Result<OwnedPermit<C>, Rejected> {
+        self.try_take().map(|()| OwnedPermit { inner: self.inner.clone() })
+    }
+
+    #[inline]
+    fn try_take(&self) -> Result<(), Rejected> {
+        let inner = &*self.inner;
+        if inner.waiting.load(Ordering::Relaxed) == 0 && inner.try_take() {
+            Ok(())
+        } else {
+            Err(inner.reject(RejectReason::AtCapacity))
+        }
+    }
+
+    /// Takes a permit, waiting in the queue if none is free: refused at once if the queue is full
+    /// (or there is none), or after the queue timeout.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub async fn acquire(&self) -> Result<Permit<'_, C>, Rejected> {
+        self.wait().await.map(|()| Permit { inner: &self.inner })
+    }
+
+    /// [`acquire`](Self::acquire), with an owned permit.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub async fn acquire_owned(&self) -> Result<OwnedPermit<C>, Rejected> {
+        self.wait().await.map(|()| OwnedPermit { inner: self.inner.clone() })
+    }
+
+    #[cfg(all(feature = "async", not(loom)))]
+    async fn wait(&self) -> Result<(), Rejected> {
+        let inner = &*self.inner;
+        if inner.waiting.load(Ordering::Relaxed) == 0 && inner.try_take() {
+            return Ok(());
+        }
+        if inner.queue_capacity == 0 {
+            return Err(inner.reject(RejectReason::AtCapacity));
+        }
+        let mut waiter = Waiter { inner, ticket: None };
+        let wait = std::future::poll_fn(|cx| inner.poll_wait(&mut waiter.ticket, cx.waker()));
+        let outcome = match inner.timeout {
+            None => wait.await,
+            Some(t) => tokio::time::timeout(t, wait).await.unwrap_or(Err(RejectReason::Timeout)),
+        };
+        drop(waiter);
+        outcome.map_err(|reason| inner.reject(reason))
+    }
+
+    /// Takes a permit, blocking the thread in the queue if none is free (for sync callers).
+    ///
+    /// ```
+    /// use spillway::limit::{ConcurrencyLimiter, RejectReason};
+    /// use std::time::Duration;
+    ///
+    /// let limiter = ConcurrencyLimiter::builder(1).queue(1).queue_timeout(Duration::from_millis(20)).build();
+    /// let held = limiter.acquire_blocking().unwrap();
+    /// let err = limiter.acquire_blocking().unwrap_err();
+    /// assert_eq!(err.reason(), RejectReason::Timeout);
+    /// drop(held);
+    /// ```
+    pub fn acquire_blocking(&self) -> Result<Permit<'_, C>, Rejected> {
+        let inner = &*self.inner;
+        if inner.waiting.load(Ordering::Relaxed) == 0 && inner.try_take() {
+            return Ok(Permit { inner });
+        }
+        if inner.queue_capacity == 0 {
+            return Err(inner.reject(RejectReason::AtCapacity));
+        }
+        let deadline = inner.timeout.map(|t| inner.clock.now_precise().saturating_add(nanos(t)));
+        let waker = Waker::from(std::sync::Arc::new(Unpark(crate::sync::thread::current())));
+        let mut waiter = Waiter { inner, ticket: None };
+        let outcome = loop {
+            match inner.poll_wait(&mut waiter.ticket, &waker) {
+                Poll::Ready(r) => break r,
+                Poll::Pending => {}
+            }
+            match deadline {
+                None => crate::sync::thread::park(),
+                Some(d) => {
+                    let now = inner.clock.now_precise();
+                    if now >= d {
+                        // Out of time; a grant that raced the deadline is passed on by `abandon`.
+                        break Err(RejectReason::Timeout);
+                    }
+                    park_timeout(Duration::from_nanos(d - now));
+                }
+            }
+        };
+        drop(waiter);
+        outcome.map(|()| Permit { inner }).map_err(|reason| inner.reject(reason))
+    }
+
+    /// Changes the limit. Raising it hands permits to waiters at once; lowering it lets the
+    /// permits in flight finish and admits nobody new until in flight is below the new limit.
+    ///
+    /// ```
+    /// use spillway::limit::ConcurrencyLimiter;
+    ///
+    /// let limiter = ConcurrencyLimiter::new(2);
+    /// let a = limiter.try_acquire().unwrap();
+    /// let b = limiter.try_acquire().unwrap();
+    /// limiter.set_limit(1);
+    /// drop(a);
+    /// assert!(limiter.try_acquire().is_err()); // still 1 in flight: at the new limit
+    /// drop(b);
+    /// assert!(limiter.try_acquire().is_ok());
+    /// ```
+    pub fn set_limit(&self, limit: usize) {
+        let inner = &*self.inner;
+        let old = inner.limit.swap(clamp_limit(limit), Ordering::SeqCst);
+        if limit > old && inner.waiting.load(Ordering::SeqCst) > 0 {
+            inner.grant_waiters();
+        }
+    }
+
+    /// The current limit.
+    pub fn limit(&self) -> usize {
+        self.inner.limit.load(Ordering::Relaxed)
+    }
+
+    /// Permits held now.
+    pub fn in_flight(&self) -> usize {
+        (self.inner.state.load(Ordering::Relaxed) & IN_FLIGHT) as usize
+    }
+
+    /// A snapshot read without locks (the drain rate is refreshed if due and uncontended).
+    pub fn stats(&self) -> LimiterStats {
+        let i = &*self.inner;
+        LimiterStats {
+            limit: i.limit.load(Ordering::Relaxed),
+            in_flight: self.in_flight(),
+            waiting: i.waiting.load(Ordering::Relaxed),
+            queue_capacity: i.queue_capacity,
+            in_flight_high_water: i.in_flight_high.load(Ordering::Relaxed),
+            waiting_high_water: i.waiting_high.load(Ordering::Relaxed),
+            rejected_at_capacity: i.rejected[RejectReason::AtCapacity as usize].load(Ordering::Relaxed),
+            rejected_queue_full: i.rejected[RejectReason::QueueFull as usize].load(Ordering::Relaxed),
+            rejected_timeout: i.rejected[RejectReason::Timeout as usize].load(Ordering::Relaxed),
+            drain_rate_per_sec: i.drain_rate(),
+        }
+    }
+}
+
+/// Leaves the queue when the waiting future is dropped or finishes.
+struct Waiter<'a, C: Clock> {
+    inner: &'a Inner<C>,
+    ticket: Option<Ticket>,
+}
+
+impl<C: Clock> Drop for Waiter<'_, C> {
+    fn drop(&mut self) {
+        self.inner.abandon(&mut self.ticket);
+    }
+}
+
+/// Wakes a parked thread.
+struct Unpark(crate::sync::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+#[cfg(not(loom))]
+fn park_timeout(d: Duration) {
+    std::thread::park_timeout(d);
+}
+
+#[cfg(loom)]
+fn park_timeout(_: Duration) {
+    loom::thread::yield_now();
+}
+
+/// A held permit; released when dropped.
+#[must_use = "a permit is released as soon as it is dropped"]
+pub struct Permit<'a, C: Clock = CoarseClock> {
+    inner: &'a Inner<C>,
+}
+
+impl<C: Clock> Drop for Permit<'_, C> {
+    #[inline]
+    fn drop(&mut self) {
+        self.inner.release();
+    }
+}
+
+/// A held permit that owns a handle on its limiter; released when dropped.
+#[must_use = "a permit is released as soon as it is dropped"]
+pub struct OwnedPermit<C: Clock = CoarseClock> {
+    inner: Arc<Inner<C>>,
+}
+
+impl<C: Clock> Drop for OwnedPermit<C> {
+    #[inline]
+    fn drop(&mut self) {
+        self.inner.release();
+    }
+}
+
+impl<C: Clock> fmt::Debug for ConcurrencyLimiter<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConcurrencyLimiter").field("stats", &self.stats()).finish()
+    }
+}
+
+impl<C: Clock> fmt::Debug for Permit<'_, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit").finish_non_exhaustive()
+    }
+}
+
+impl<C: Clock> fmt::Debug for OwnedPermit<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedPermit").finish_non_exhaustive()
+    }
+}
