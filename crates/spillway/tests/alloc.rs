@@ -3,6 +3,8 @@
 //! One test function on purpose: the allocator is global, and tests in one binary run on
 //! parallel threads.
 
+use spillway::channel::{OverflowPolicy, channel};
+use spillway::limit::ConcurrencyLimiter;
 use spillway::rate::{
     FixedWindow, Gcra, KeyedLimiter, LeakyBucket, Quota, RateLimit, RateLimiter, SlidingLog, SlidingWindow,
     TokenBucket,
@@ -56,4 +58,19 @@ fn hot_paths_do_not_allocate() {
         keyed.check_key(&k)
     });
     assert_eq!(churn, 0, "keyed check with key churn and evictions");
+
+    let limiter = ConcurrencyLimiter::new(4);
+    assert_eq!(allocations(|| drop(limiter.try_acquire())), 0, "try_acquire + release");
+    let full = ConcurrencyLimiter::new(1);
+    let _held = full.try_acquire().unwrap();
+    assert_eq!(allocations(|| full.try_acquire().is_err()), 0, "try_acquire rejected");
+
+    for policy in [OverflowPolicy::Reject, OverflowPolicy::DropOldest, OverflowPolicy::DropNewest] {
+        let (tx, rx) = channel::<u64>(64, policy);
+        assert_eq!(allocations(|| (tx.try_send(1), rx.try_recv())), 0, "try_send + try_recv, {policy:?}");
+        for i in 0..64 {
+            let _ = tx.try_send(i);
+        }
+        assert_eq!(allocations(|| tx.try_send(1)), 0, "try_send on a full channel, {policy:?}");
+    }
 }
