@@ -57,3 +57,15 @@ impl<T> std::ops::Deref for Padded<T> {
         &self.0
     }
 }
+
+/// Orders a SeqCst read-modify-write before a later SeqCst load of another atomic, for loom.
+///
+/// The C++ model already forbids both sides of a Dekker pair (RMW on `a` then load of `b`,
+/// against RMW on `b` then load of `a`, all SeqCst) from missing each other, and that is what
+/// production code relies on (on x86 the RMW is a full barrier). Loom models SeqCst loads as
+/// acquire loads, so under loom an explicit fence stands in for that guarantee.
+#[inline(always)]
+pub(crate) fn dekker_fence() {
+    #[cfg(loom)]
+    fence(Ordering::SeqCst);
+}

@@ -39,7 +39,9 @@ use crate::clock::{Clock, MonotonicClock, nanos};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering, Padded};
 use ring::Ring;
 use std::fmt;
-use std::task::{Poll, Wake, Waker};
+#[cfg(not(loom))]
+use std::task::Poll;
+use std::task::{Wake, Waker};
 use std::time::Duration;
 use waiters::Waiters;
 
@@ -247,8 +249,15 @@ fn thread_waker() -> Waker {
 struct Backoff(u32);
 
 impl Backoff {
+    #[cfg(not(loom))]
     const SPIN: u32 = 6;
+    #[cfg(not(loom))]
     const YIELD: u32 = 10;
+    // Under loom every spin is a scheduling point: keep the model small.
+    #[cfg(loom)]
+    const SPIN: u32 = 0;
+    #[cfg(loom)]
+    const YIELD: u32 = 1;
 
     /// Waits a little; `false` once it is time to park.
     fn snooze(&mut self) -> bool {
@@ -690,11 +699,13 @@ impl<T> Receiver<T> {
 
 /// Removes an async waiter when its future ends or is dropped; if a notify had already picked it,
 /// passes the wake-up on so that no other waiter misses it.
+#[cfg(not(loom))]
 struct WaitGuard<'a> {
     waiters: &'a Waiters,
     key: Option<u64>,
 }
 
+#[cfg(not(loom))]
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
         if self.key.is_some() && !self.waiters.unregister(&mut self.key) {

@@ -105,6 +105,7 @@ impl<T> Ring<T> {
                 if head.wrapping_add(self.one_lap) == tail {
                     return Err(value);
                 }
+                spin_loop();
                 tail = self.tail.load(Ordering::Relaxed);
             } else {
                 // Another push claimed this position and has not published it yet.
@@ -165,6 +166,7 @@ impl<T> Ring<T> {
                     return (tail, Some(old));
                 }
                 // A pop moved `head`: there may be room now.
+                spin_loop();
                 tail = self.tail.load(Ordering::Relaxed);
             } else {
                 spin_loop();
@@ -209,6 +211,7 @@ impl<T> Ring<T> {
                 if tail == head {
                     return None;
                 }
+                spin_loop();
                 head = self.head.load(Ordering::Relaxed);
             } else {
                 spin_loop();

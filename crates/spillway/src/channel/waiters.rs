@@ -38,6 +38,7 @@ impl Waiters {
         list.next_key += 1;
         list.entries.push_back((k, waker.clone()));
         self.count.store(list.entries.len(), Ordering::SeqCst);
+        crate::sync::dekker_fence();
         *key = Some(k);
     }
 
@@ -59,6 +60,7 @@ impl Waiters {
     /// Wakes the longest waiter, if any. Costs one atomic load when nobody waits.
     #[inline]
     pub(crate) fn notify_one(&self) {
+        crate::sync::dekker_fence();
         if self.count.load(Ordering::SeqCst) == 0 {
             return;
         }

@@ -31,7 +31,7 @@
 mod queue;
 
 use crate::clock::{Clock, CoarseClock, nanos};
-use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering, Padded};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering, Padded, dekker_fence};
 use queue::{Left, Ticket, WaitQueue};
 use std::fmt;
 use std::task::{Poll, Waker};
@@ -271,16 +271,20 @@ impl ConcurrencyLimiter<CoarseClock> {
 
 impl<C: Clock> Inner<C> {
     /// One attempt to take a permit, ignoring the queue.
+    ///
+    /// The loads are SeqCst (a plain load on x86): a waiter's "no permit free" verdict must be
+    /// ordered after its announcement in `waiting`, or a release could slip between them (loom
+    /// finds that interleaving with relaxed loads).
     #[inline]
     fn try_take(&self) -> bool {
-        let limit = self.limit.load(Ordering::Relaxed) as u64;
-        let mut state = self.state.load(Ordering::Relaxed);
+        let limit = self.limit.load(Ordering::SeqCst) as u64;
+        let mut state = self.state.load(Ordering::SeqCst);
         loop {
             let held = state & IN_FLIGHT;
             if held >= limit {
                 return false;
             }
-            match self.state.compare_exchange_weak(state, state + 1, Ordering::SeqCst, Ordering::Relaxed) {
+            match self.state.compare_exchange_weak(state, state + 1, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => {
                     let held = (held + 1) as usize;
                     if held > self.in_flight_high.load(Ordering::Relaxed) {
@@ -296,6 +300,7 @@ impl<C: Clock> Inner<C> {
     #[inline]
     fn release(&self) {
         self.state.fetch_add(RELEASE, Ordering::SeqCst);
+        dekker_fence();
         if self.waiting.load(Ordering::SeqCst) > 0 {
             self.grant_waiters();
         }
@@ -370,6 +375,7 @@ impl<C: Clock> Inner<C> {
             None => {
                 // Announce ourselves before the last look, so that a release cannot slip by.
                 self.waiting.fetch_add(1, Ordering::SeqCst);
+                dekker_fence();
                 if queue.len() == 0 && self.try_take() {
                     self.waiting.fetch_sub(1, Ordering::SeqCst);
                     return Poll::Ready(Ok(()));
@@ -534,6 +540,7 @@ impl<C: Clock> ConcurrencyLimiter<C> {
     pub fn set_limit(&self, limit: usize) {
         let inner = &*self.inner;
         let old = inner.limit.swap(clamp_limit(limit), Ordering::SeqCst);
+        dekker_fence();
         if limit > old && inner.waiting.load(Ordering::SeqCst) > 0 {
             inner.grant_waiters();
         }
