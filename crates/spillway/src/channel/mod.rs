@@ -61,7 +61,6 @@ pub enum OverflowPolicy {
 
 /// A send that did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[must_use = "a send may hand back an evicted or dropped item"]
 pub enum SendOutcome<T> {
     /// Queued.
     Sent,
