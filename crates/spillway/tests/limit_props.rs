@@ -64,7 +64,7 @@ proptest! {
                 Op::Release(i) => {
                     if !held.is_empty() {
                         let i = i % held.len();
-                        held.swap_remove(i);
+                        drop(held.swap_remove(i));
                     }
                 }
                 Op::SetLimit(n) => {
@@ -91,7 +91,7 @@ proptest! {
                 Op::Cancel(i) => {
                     if !waiting.is_empty() {
                         let i = i % waiting.len();
-                        waiting.remove(i); // dropping a waiter, granted or not
+                        drop(waiting.remove(i)); // a waiter leaves, granted or not
                     }
                 }
             }
