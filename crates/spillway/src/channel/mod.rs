@@ -35,7 +35,7 @@
 mod ring;
 mod waiters;
 
-use crate::clock::{Clock, MonotonicClock, nanos};
+use crate::clock::{Clock, CoarseClock, MonotonicClock, nanos};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering, Padded};
 use ring::Ring;
 use std::fmt;
@@ -138,8 +138,9 @@ pub struct ChannelStats {
     pub capacity: usize,
     /// Items queued now.
     pub depth: usize,
-    /// The deepest the queue has been: exact when it reached capacity, otherwise sampled every
-    /// 16 sends (so within 16 of the true peak).
+    /// The deepest the queue has been: exact when it reached capacity, otherwise sampled about
+    /// once a millisecond (and at every `stats()` call), so a peak below capacity that lasts
+    /// less than a millisecond may be missed.
     pub high_water: usize,
     /// Items accepted into the queue.
     pub sent: u64,
@@ -151,9 +152,9 @@ pub struct ChannelStats {
     pub dropped_newest: u64,
     /// Items refused with [`SendError::Full`] or [`SendError::Timeout`].
     pub rejected: u64,
-    /// Sends that had to wait for room.
+    /// Sends that had to block for room (a brief spin before blocking is not counted).
     pub send_waits: u64,
-    /// Total time sends spent waiting for room.
+    /// Total time sends spent blocked waiting for room.
     pub send_wait: Duration,
 }
 
@@ -168,11 +169,15 @@ struct Shared<T> {
     send_waiters: Waiters,
     counters: Padded<Counters>,
     clock: MonotonicClock,
+    /// A cheap clock for sampling the high-water mark.
+    ticks: CoarseClock,
 }
 
 #[derive(Default)]
 struct Counters {
     high_water: AtomicUsize,
+    /// When the high-water mark is next sampled ([`CoarseClock`] nanoseconds).
+    next_sample: AtomicU64,
     dropped_newest: AtomicU64,
     rejected: AtomicU64,
     send_waits: AtomicU64,
@@ -203,6 +208,7 @@ pub fn channel<T>(capacity: usize, policy: OverflowPolicy) -> (Sender<T>, Receiv
         send_waiters: Waiters::default(),
         counters: Padded(Counters::default()),
         clock: MonotonicClock::new(),
+        ticks: CoarseClock::new(),
     });
     (Sender { shared: shared.clone() }, Receiver { shared })
 }
@@ -311,11 +317,30 @@ impl<T> Shared<T> {
     }
 
     #[inline]
-    fn after_push(&self, pos: usize) {
-        if pos & 15 == 0 {
-            self.counters.high_water.fetch_max(self.ring.len(), Ordering::Relaxed);
+    fn after_push(&self) {
+        // Reading the depth means reading `head`, the receivers' hottest line: doing it on every
+        // send would slow both sides down, so the high-water mark is sampled once per clock tick.
+        let now = self.ticks.now();
+        if now >= self.counters.next_sample.load(Ordering::Relaxed) {
+            self.sample_depth(now);
         }
         self.recv_waiters.notify_one();
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn sample_depth(&self, now: u64) {
+        let next = self.counters.next_sample.load(Ordering::Relaxed);
+        let tick = self.ticks.resolution() / 2;
+        if now >= next
+            && self
+                .counters
+                .next_sample
+                .compare_exchange(next, now + tick, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.counters.high_water.fetch_max(self.ring.len(), Ordering::Relaxed);
+        }
     }
 
     /// One non-waiting attempt, applying the overflow policy.
@@ -328,8 +353,8 @@ impl<T> Shared<T> {
             return Err(SendError::Closed(item));
         }
         let item = match self.ring.push(item) {
-            Ok(pos) => {
-                self.after_push(pos);
+            Ok(_) => {
+                self.after_push();
                 return Ok(SendOutcome::Sent);
             }
             Err(item) => item,
@@ -352,11 +377,11 @@ impl<T> Shared<T> {
             return Err(SendError::Closed(item));
         }
         match self.ring.push_or_replace(item) {
-            (pos, None) => {
-                self.after_push(pos);
+            None => {
+                self.after_push();
                 Ok(SendOutcome::Sent)
             }
-            (_, Some(old)) => {
+            Some(old) => {
                 // Full before and after: depth is at capacity, and receivers are not waiting.
                 let c = &self.counters;
                 if c.high_water.load(Ordering::Relaxed) != self.ring.capacity() {
@@ -484,17 +509,18 @@ impl<T> Sender<T> {
             Err(SendError::Full(item)) => item,
             other => return other,
         };
-        let start = shared.clock.now();
-        let deadline = timeout.map(|t| start.saturating_add(nanos(t)));
+        // A short spin first: on a busy channel room appears within microseconds. Only a send
+        // that has to block reads the clock and counts as a wait.
         let mut backoff = Backoff(0);
-        let result = loop {
+        while backoff.snooze() {
             item = match shared.try_send(item) {
                 Err(SendError::Full(item)) => item,
-                other => break other,
+                other => return other,
             };
-            if backoff.snooze() {
-                continue;
-            }
+        }
+        let start = shared.clock.now();
+        let deadline = timeout.map(|t| start.saturating_add(nanos(t)));
+        let result = loop {
             let mut key = None;
             shared.send_waiters.register(&mut key, &thread_waker());
             item = match shared.try_send(item) {
@@ -508,13 +534,11 @@ impl<T> Sender<T> {
             };
             let in_time = park_until(&shared.clock, deadline);
             shared.send_waiters.unregister(&mut key);
-            if !in_time {
-                break match shared.try_send(item) {
-                    Err(SendError::Full(item)) => Err(SendError::Timeout(item)),
-                    other => other,
-                };
-            }
-            backoff = Backoff(Backoff::YIELD);
+            item = match shared.try_send(item) {
+                Err(SendError::Full(item)) if !in_time => break Err(SendError::Timeout(item)),
+                Err(SendError::Full(item)) => item,
+                other => break other,
+            };
         };
         shared.record_wait(start);
         result.map_err(|e| shared.reject(e))
@@ -544,8 +568,9 @@ impl<T> Sender<T> {
             Err(SendError::Full(item)) => item,
             other => return other.map_err(|e| shared.reject(e)),
         };
-        let start = shared.clock.now();
         let mut pending = Some(item);
+        // Set when the send first has to wait: only waiting sends read the clock.
+        let mut blocked_since = None;
         let mut waiter = WaitGuard { waiters: &shared.send_waiters, key: None };
         let wait = std::future::poll_fn(|cx| {
             let Some(item) = pending.take() else { return Poll::Ready(None) };
@@ -557,6 +582,7 @@ impl<T> Sender<T> {
             match shared.try_send(item) {
                 Err(SendError::Full(item)) => {
                     pending = Some(item);
+                    blocked_since.get_or_insert_with(|| shared.clock.now());
                     Poll::Pending
                 }
                 other => Poll::Ready(Some(other)),
@@ -567,7 +593,9 @@ impl<T> Sender<T> {
             Some(t) => tokio::time::timeout(t, wait).await.unwrap_or(None),
         };
         drop(waiter);
-        shared.record_wait(start);
+        if let Some(start) = blocked_since {
+            shared.record_wait(start);
+        }
         let result = match (outcome, pending) {
             (Some(result), _) => result,
             (None, Some(item)) => Err(SendError::Timeout(item)),

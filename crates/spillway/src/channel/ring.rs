@@ -74,9 +74,9 @@ impl<T> Ring<T> {
         }
     }
 
-    /// Appends `value`, or hands it back if the ring is full. On success returns the position.
+    /// Appends `value`, or hands it back if the ring is full.
     #[inline]
-    pub(crate) fn push(&self, value: T) -> Result<usize, T> {
+    pub(crate) fn push(&self, value: T) -> Result<(), T> {
         let mut tail = self.tail.load(Ordering::Relaxed);
         loop {
             let slot = &self.slots[tail & (self.one_lap - 1)];
@@ -94,7 +94,7 @@ impl<T> Ring<T> {
                         // any, was read by the pop that set the stamp to `tail`).
                         slot.value.with_mut(|p| unsafe { (*p).write(value) });
                         slot.stamp.store(tail + 1, Ordering::Release);
-                        return Ok(tail);
+                        return Ok(());
                     }
                     Err(t) => tail = t,
                 }
@@ -116,7 +116,7 @@ impl<T> Ring<T> {
     }
 
     /// Appends `value`; when the ring is full, evicts the oldest value in the same step and
-    /// returns it. Returns the position written.
+    /// returns it.
     ///
     /// When full, the slot at `tail` holds the oldest value (position `tail − one_lap`, which is
     /// then `head`). Winning the CAS on `head` claims that slot as a pop would; no push can claim
@@ -124,7 +124,7 @@ impl<T> Ring<T> {
     /// value in place, marks the slot full for the pop at `tail` and moves `tail` on: one CAS
     /// for what would otherwise be a failed push, a pop and a push.
     #[inline]
-    pub(crate) fn push_or_replace(&self, value: T) -> (usize, Option<T>) {
+    pub(crate) fn push_or_replace(&self, value: T) -> Option<T> {
         let mut tail = self.tail.load(Ordering::Relaxed);
         loop {
             let slot = &self.slots[tail & (self.one_lap - 1)];
@@ -140,7 +140,7 @@ impl<T> Ring<T> {
                         // SAFETY: as in `push`.
                         slot.value.with_mut(|p| unsafe { (*p).write(value) });
                         slot.stamp.store(tail + 1, Ordering::Release);
-                        return (tail, None);
+                        return None;
                     }
                     Err(t) => tail = t,
                 }
@@ -163,7 +163,7 @@ impl<T> Ring<T> {
                     // Release suffices: the count of values did not change, so no receiver can be
                     // deciding to sleep on an empty ring, and no push could move `tail` meanwhile.
                     self.tail.store(self.next(tail), Ordering::Release);
-                    return (tail, Some(old));
+                    return Some(old);
                 }
                 // A pop moved `head`: there may be room now.
                 spin_loop();
@@ -291,10 +291,10 @@ mod tests {
     fn replace_evicts_the_oldest_in_order() {
         let r = Ring::new(3);
         for i in 0..3 {
-            assert_eq!(r.push_or_replace(i).1, None);
+            assert_eq!(r.push_or_replace(i), None);
         }
         for i in 3..10 {
-            assert_eq!(r.push_or_replace(i).1, Some(i - 3));
+            assert_eq!(r.push_or_replace(i), Some(i - 3));
             assert_eq!(r.len(), 3);
         }
         assert_eq!(r.evicted(), 7);
