@@ -8,22 +8,6 @@ const CAP: usize = 1024;
 
 pub(crate) fn rows(reps: usize) -> Vec<Row> {
     let mut rows = Vec::new();
-    if std::env::var_os("SPSC_OURS").is_some() {
-        for _ in 0..20 {
-            eprintln!("ours {:.1}", ours_sync());
-        }
-    }
-    if std::env::var_os("SPSC_SAMPLES").is_some() {
-        for _ in 0..9 {
-            eprintln!(
-                "ours {:.1} {:.1} crossbeam {:.1} {:.1}",
-                ours_sync(),
-                ours_sync(),
-                crossbeam_sync(),
-                crossbeam_sync()
-            );
-        }
-    }
     rows.push(compare(
         "channel_sync_spsc",
         "crossbeam-channel bounded(1024)",
