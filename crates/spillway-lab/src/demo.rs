@@ -21,6 +21,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What to run.
+///
+/// ```
+/// use spillway_lab::demo::DemoOptions;
+///
+/// let o = DemoOptions::default(); // the seeds' picture
+/// assert_eq!((o.produce_rate, o.consume_rate, o.queue), (1000, 500, 100));
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct DemoOptions {
     /// Seconds per scenario.
@@ -40,6 +47,12 @@ impl Default for DemoOptions {
 }
 
 /// The four contestants.
+///
+/// ```
+/// use spillway_lab::demo::Scenario;
+///
+/// assert_eq!(Scenario::ALL.len(), 4);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
     /// A queue that never fills during the run.
@@ -73,6 +86,15 @@ impl Scenario {
 }
 
 /// One second of one scenario.
+///
+/// ```
+/// use spillway_lab::demo::{run_one, DemoOptions, Scenario};
+///
+/// let o = DemoOptions { seconds: 1, produce_rate: 200, consume_rate: 100, queue: 10 };
+/// let s = run_one(Scenario::Reject, o, &mut |_, _| {}).unwrap();
+/// let second = s.seconds[0];
+/// assert!(second.refused > 0 && second.depth <= 10);
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Second {
     /// Items the producer tried to send.
@@ -90,6 +112,14 @@ pub struct Second {
 }
 
 /// The outcome of one scenario.
+///
+/// ```
+/// use spillway_lab::demo::{run_one, DemoOptions, Scenario};
+///
+/// let o = DemoOptions { seconds: 1, produce_rate: 200, consume_rate: 100, queue: 10 };
+/// let s = run_one(Scenario::Unprotected, o, &mut |_, _| {}).unwrap();
+/// assert!(s.left_in_queue > 50); // accepted, not done
+/// ```
 #[derive(Debug, Clone)]
 pub struct Summary {
     /// Which scenario.

@@ -46,6 +46,21 @@ use std::time::Duration;
 use waiters::Waiters;
 
 /// What a send does when the channel is full.
+///
+/// ```
+/// use spillway::channel::{channel, OverflowPolicy};
+/// use std::time::Duration;
+///
+/// // Internal hand-off that can wait a little: a bounded buffer.
+/// let (jobs, _) = channel::<u64>(1000, OverflowPolicy::Wait(Some(Duration::from_secs(5))));
+/// // A public endpoint: refuse at once and let the caller answer 503.
+/// let (requests, _) = channel::<u64>(100, OverflowPolicy::Reject);
+/// // Tickers and metrics: the newest value matters most.
+/// let (ticks, _) = channel::<f64>(64, OverflowPolicy::DropOldest);
+/// // Ordered events that must not be reordered or overwritten: keep what is queued.
+/// let (events, _) = channel::<u32>(64, OverflowPolicy::DropNewest);
+/// # drop((jobs, requests, ticks, events));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OverflowPolicy {
     /// `send`/`send_blocking` wait for room, up to the timeout if one is given (`None`: forever).
@@ -60,6 +75,16 @@ pub enum OverflowPolicy {
 }
 
 /// A send that did not fail.
+///
+/// ```
+/// use spillway::channel::{channel, OverflowPolicy, SendOutcome};
+///
+/// let (tx, _rx) = channel(1, OverflowPolicy::DropOldest);
+/// assert_eq!(tx.try_send("old"), Ok(SendOutcome::Sent));
+/// if let Ok(SendOutcome::Replaced(evicted)) = tx.try_send("new") {
+///     assert_eq!(evicted, "old"); // count it, log it, or resend it elsewhere
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendOutcome<T> {
     /// Queued.
@@ -71,6 +96,18 @@ pub enum SendOutcome<T> {
 }
 
 /// A send that failed; the item comes back.
+///
+/// ```
+/// use spillway::channel::{channel, OverflowPolicy, SendError};
+///
+/// let (tx, rx) = channel(1, OverflowPolicy::Reject);
+/// tx.try_send(1).unwrap();
+/// let err = tx.try_send(2).unwrap_err();
+/// assert!(matches!(err, SendError::Full(_)));
+/// assert_eq!(err.into_inner(), 2); // nothing is lost
+/// drop(rx);
+/// assert_eq!(tx.try_send(3), Err(SendError::Closed(3)));
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError<T> {
@@ -105,6 +142,15 @@ impl<T> fmt::Debug for SendError<T> {
 }
 
 /// Why `try_recv` returned nothing.
+///
+/// ```
+/// use spillway::channel::{channel, OverflowPolicy, TryRecvError};
+///
+/// let (tx, rx) = channel::<u8>(1, OverflowPolicy::Reject);
+/// assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+/// drop(tx);
+/// assert_eq!(rx.try_recv(), Err(TryRecvError::Closed));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TryRecvError {
     /// Nothing queued right now.
@@ -116,6 +162,14 @@ pub enum TryRecvError {
 }
 
 /// Why `recv_timeout` returned nothing.
+///
+/// ```
+/// use spillway::channel::{channel, OverflowPolicy, RecvTimeoutError};
+/// use std::time::Duration;
+///
+/// let (_tx, rx) = channel::<u8>(1, OverflowPolicy::Reject);
+/// assert_eq!(rx.recv_timeout(Duration::from_millis(1)), Err(RecvTimeoutError::Timeout));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecvTimeoutError {
     /// Nothing arrived in time.
@@ -131,6 +185,20 @@ pub enum RecvTimeoutError {
 /// Every accepted item is received, evicted or still queued:
 /// `sent = received + evicted + depth`. Every offered item is accepted, rejected or dropped:
 /// `offered = sent + rejected + dropped_newest` (sends to a closed channel are not counted).
+///
+/// ```
+/// use spillway::channel::{channel, OverflowPolicy};
+///
+/// let (tx, rx) = channel(2, OverflowPolicy::DropOldest);
+/// for i in 0..5 {
+///     let _ = tx.try_send(i);
+/// }
+/// rx.try_recv().unwrap();
+/// let s = rx.stats();
+/// assert_eq!((s.sent, s.received, s.evicted, s.depth), (5, 1, 3, 1));
+/// assert_eq!(s.sent, s.received + s.evicted + s.depth as u64);
+/// assert_eq!(s.high_water, 2);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ChannelStats {
@@ -214,11 +282,38 @@ pub fn channel<T>(capacity: usize, policy: OverflowPolicy) -> (Sender<T>, Receiv
 }
 
 /// The sending half; clone it for more producers.
+///
+/// ```
+/// use spillway::channel::{channel, OverflowPolicy};
+///
+/// let (tx, rx) = channel(16, OverflowPolicy::Wait(None));
+/// let handles: Vec<_> = (0..4)
+///     .map(|i| {
+///         let tx = tx.clone();
+///         std::thread::spawn(move || tx.send_blocking(i).unwrap())
+///     })
+///     .collect();
+/// drop(tx);
+/// handles.into_iter().for_each(|h| drop(h.join()));
+/// let mut got: Vec<i32> = std::iter::from_fn(|| rx.recv_blocking()).collect();
+/// got.sort();
+/// assert_eq!(got, [0, 1, 2, 3]);
+/// ```
 pub struct Sender<T> {
     shared: Arc<Shared<T>>,
 }
 
 /// The receiving half; clone it for more consumers (each item goes to one of them).
+///
+/// ```
+/// use spillway::channel::{channel, OverflowPolicy};
+///
+/// let (tx, rx) = channel(8, OverflowPolicy::Reject);
+/// let rx2 = rx.clone();
+/// tx.try_send('a').unwrap();
+/// tx.try_send('b').unwrap();
+/// assert_eq!((rx.try_recv(), rx2.try_recv()), (Ok('a'), Ok('b')));
+/// ```
 pub struct Receiver<T> {
     shared: Arc<Shared<T>>,
 }

@@ -38,6 +38,14 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 /// Which waiter gets the next free permit.
+///
+/// ```
+/// use spillway::limit::{ConcurrencyLimiter, QueueOrder};
+///
+/// let fair = ConcurrencyLimiter::builder(8).queue(100).order(QueueOrder::Fifo).build();
+/// let fresh_first = ConcurrencyLimiter::builder(8).queue(100).order(QueueOrder::Lifo).build();
+/// # drop((fair, fresh_first));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum QueueOrder {
     /// The longest waiter: fair.
@@ -49,6 +57,17 @@ pub enum QueueOrder {
 }
 
 /// Why a permit was refused.
+///
+/// ```
+/// use spillway::limit::{ConcurrencyLimiter, RejectReason};
+///
+/// let limiter = ConcurrencyLimiter::new(1);
+/// let _held = limiter.try_acquire().unwrap();
+/// match limiter.try_acquire().map_err(|r| r.reason()) {
+///     Err(RejectReason::AtCapacity) => {} // 503, Retry-After
+///     other => panic!("{other:?}"),
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RejectReason {
@@ -97,6 +116,18 @@ impl Rejected {
 }
 
 /// A lock-free snapshot of a limiter.
+///
+/// ```
+/// use spillway::limit::ConcurrencyLimiter;
+///
+/// let limiter = ConcurrencyLimiter::builder(4).queue(16).build();
+/// let a = limiter.try_acquire().unwrap();
+/// let b = limiter.try_acquire().unwrap();
+/// drop(a);
+/// let s = limiter.stats();
+/// assert_eq!((s.in_flight, s.in_flight_high_water, s.limit, s.queue_capacity), (1, 2, 4, 16));
+/// # drop(b);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct LimiterStats {
@@ -606,6 +637,17 @@ fn park_timeout(_: Duration) {
 }
 
 /// A held permit; released when dropped.
+///
+/// ```
+/// use spillway::limit::ConcurrencyLimiter;
+///
+/// let limiter = ConcurrencyLimiter::new(1);
+/// {
+///     let _permit = limiter.try_acquire().unwrap();
+///     assert_eq!(limiter.in_flight(), 1);
+/// } // released here
+/// assert_eq!(limiter.in_flight(), 0);
+/// ```
 #[must_use = "a permit is released as soon as it is dropped"]
 pub struct Permit<'a, C: Clock = CoarseClock> {
     inner: &'a Inner<C>,
@@ -619,6 +661,18 @@ impl<C: Clock> Drop for Permit<'_, C> {
 }
 
 /// A held permit that owns a handle on its limiter; released when dropped.
+///
+/// ```
+/// use spillway::limit::ConcurrencyLimiter;
+///
+/// let limiter = ConcurrencyLimiter::new(2);
+/// let permit = limiter.try_acquire_owned().unwrap();
+/// let worker = std::thread::spawn(move || {
+///     let _permit = permit; // held for the whole job, released when the thread ends
+/// });
+/// worker.join().unwrap();
+/// assert_eq!(limiter.in_flight(), 0);
+/// ```
 #[must_use = "a permit is released as soon as it is dropped"]
 pub struct OwnedPermit<C: Clock = CoarseClock> {
     inner: Arc<Inner<C>>,

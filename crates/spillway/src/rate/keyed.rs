@@ -77,6 +77,18 @@ pub struct KeyedLimiter<K: ?Sized, A, C = CoarseClock> {
 }
 
 /// A snapshot of a [`KeyedLimiter`]'s table.
+///
+/// ```
+/// use spillway::rate::{Gcra, KeyedLimiter, Quota};
+///
+/// let limiter = KeyedLimiter::new(Gcra::new(Quota::per_second(1).unwrap()), 8);
+/// for client in 0..100u32 {
+///     limiter.check_key(&client);
+/// }
+/// let s = limiter.stats();
+/// assert_eq!((s.capacity, s.keys), (8, 8));
+/// assert_eq!(s.evicted + s.reclaimed, 92); // the table never grew
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KeyedStats {

@@ -86,6 +86,16 @@ pub struct Quota {
 }
 
 /// Why a [`Quota`] or a limiter could not be built.
+///
+/// ```
+/// use spillway::rate::{Quota, QuotaError, SlidingWindow};
+/// use std::time::Duration;
+///
+/// assert_eq!(Quota::per_second(0), Err(QuotaError::Zero));
+/// assert_eq!(Quota::new(10, Duration::from_nanos(5)), Err(QuotaError::Period));
+/// let big = Quota::per_second(1 << 25).unwrap();
+/// assert!(matches!(SlidingWindow::new(big), Err(QuotaError::TooLarge { .. })));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum QuotaError {
@@ -264,6 +274,19 @@ pub trait RateLimit: Send + Sync {
 /// can live in one atomic and a table of them in a flat array.
 ///
 /// The state `0` must mean "fresh": a key never seen, with its full allowance.
+///
+/// Algorithms are pure functions of the state, which makes them easy to test and simulate:
+///
+/// ```
+/// use spillway::rate::{Algorithm, Gcra, Quota};
+///
+/// let gcra = Gcra::new(Quota::per_second(10).unwrap().with_burst(1).unwrap());
+/// let (first, state) = gcra.decide(0, 1_000_000_000, 1);
+/// assert!(first.allowed);
+/// let (second, _) = gcra.decide(state, 1_000_000_000, 1);
+/// assert!(!second.allowed);
+/// assert_eq!(gcra.idle_at(state, 0), 1_100_000_000); // full again 100 ms later
+/// ```
 pub trait Algorithm: Send + Sync + fmt::Debug {
     /// Decides a request of weight `n` at time `now` (nanoseconds) given the current `state`.
     /// Returns the decision and, if admitted, the state to store.
