@@ -4,7 +4,9 @@
 //! crossbeam, run `cargo run --release -p spillway-benches`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use spillway::channel::OverflowPolicy;
 use spillway::clock::{Clock, CoarseClock, MonotonicClock};
+use spillway::limit::ConcurrencyLimiter;
 use spillway::rate::{
     FixedWindow, Gcra, KeyedLimiter, LeakyBucket, Quota, RateLimit, RateLimiter, SlidingLog, SlidingWindow,
     TokenBucket,
@@ -54,5 +56,32 @@ fn rate(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(core, clocks, rate);
+fn limit(c: &mut Criterion) {
+    let mut g = c.benchmark_group("limit");
+    let limiter = ConcurrencyLimiter::new(1_000_000);
+    g.bench_function("try_acquire_release", |b| b.iter(|| drop(black_box(limiter.try_acquire()))));
+    let full = ConcurrencyLimiter::new(1);
+    let _held = full.try_acquire();
+    g.bench_function("try_acquire_rejected", |b| b.iter(|| black_box(full.try_acquire().is_err())));
+    g.finish();
+}
+
+fn channel(c: &mut Criterion) {
+    let mut g = c.benchmark_group("channel");
+    let (tx, rx) = spillway::channel::channel::<u64>(1024, OverflowPolicy::Reject);
+    g.bench_function("try_send_try_recv", |b| {
+        b.iter(|| {
+            let _ = tx.try_send(black_box(1));
+            black_box(rx.try_recv())
+        })
+    });
+    let (tx, _rx) = spillway::channel::channel::<u64>(1024, OverflowPolicy::DropOldest);
+    for i in 0..1024 {
+        let _ = tx.try_send(i);
+    }
+    g.bench_function("drop_oldest_full", |b| b.iter(|| black_box(tx.try_send(black_box(1)))));
+    g.finish();
+}
+
+criterion_group!(core, clocks, rate, limit, channel);
 criterion_main!(core);

@@ -220,7 +220,8 @@ impl<C: Clock> Builder<C> {
                 in_flight_high: AtomicUsize::new(0),
                 waiting_high: AtomicUsize::new(0),
                 rejected: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
-                drain: Mutex::new(Drain { at: 0, released: 0 }),
+                drain: Mutex::new(Drain { at: self.clock.now(), released: 0, first: true }),
+                drain_next: AtomicU64::new(self.clock.now().saturating_add(DRAIN_SAMPLE_NS)),
                 drain_rate: AtomicU64::new(0f64.to_bits()),
                 clock: self.clock,
             }),
@@ -251,6 +252,8 @@ struct Inner<C> {
     waiting_high: AtomicUsize,
     rejected: [AtomicU64; 3],
     drain: Mutex<Drain>,
+    /// When the drain rate is next due for an update (clock nanoseconds).
+    drain_next: AtomicU64,
     /// The drain rate (f64 bits), published for lock-free reads.
     drain_rate: AtomicU64,
     clock: C,
@@ -259,7 +262,11 @@ struct Inner<C> {
 struct Drain {
     at: u64,
     released: u32,
+    first: bool,
 }
+
+/// The drain rate is re-estimated at most this often (50 ms).
+const DRAIN_SAMPLE_NS: u64 = 50_000_000;
 
 /// A concurrency limit with a bounded, ordered, timed wait queue. Clones share one limit.
 ///
@@ -369,22 +376,21 @@ impl<C: Clock> Inner<C> {
 
     /// Updates (at most every 50 ms, and only if nobody else is) and returns the drain rate.
     fn drain_rate(&self) -> f64 {
-        if let Ok(mut d) = self.drain.try_lock() {
-            let now = self.clock.now();
-            let elapsed = now.saturating_sub(d.at);
-            if elapsed >= 50_000_000 {
-                let released = (self.state.load(Ordering::Relaxed) >> 32) as u32;
-                let sample = f64::from(released.wrapping_sub(d.released)) / (elapsed as f64 / 1e9);
-                let old = f64::from_bits(self.drain_rate.load(Ordering::Relaxed));
-                // Weight the new sample by how much time it covers (time constant: 1 s).
-                let rate = if d.at == 0 {
-                    sample
-                } else {
-                    let alpha = 1.0 - (-(elapsed as f64) / 1e9).exp();
-                    old + alpha * (sample - old)
-                };
-                self.drain_rate.store(rate.to_bits(), Ordering::Relaxed);
-                *d = Drain { at: now, released };
+        let now = self.clock.now();
+        if now >= self.drain_next.load(Ordering::Relaxed) {
+            if let Ok(mut d) = self.drain.try_lock() {
+                let elapsed = now.saturating_sub(d.at);
+                if elapsed >= DRAIN_SAMPLE_NS {
+                    let released = (self.state.load(Ordering::Relaxed) >> 32) as u32;
+                    let sample = f64::from(released.wrapping_sub(d.released)) / (elapsed as f64 / 1e9);
+                    let old = f64::from_bits(self.drain_rate.load(Ordering::Relaxed));
+                    // Weight the new sample by how much time it covers (time constant: 1 s).
+                    let alpha = if d.first { 1.0 } else { 1.0 - (-(elapsed as f64) / 1e9).exp() };
+                    let rate = old + alpha * (sample - old);
+                    self.drain_rate.store(rate.to_bits(), Ordering::Relaxed);
+                    *d = Drain { at: now, released, first: false };
+                    self.drain_next.store(now + DRAIN_SAMPLE_NS, Ordering::Relaxed);
+                }
             }
         }
         f64::from_bits(self.drain_rate.load(Ordering::Relaxed))
