@@ -26,6 +26,7 @@
 pub mod channel;
 pub mod clock;
 pub mod limit;
+mod park;
 pub mod rate;
 mod sync;
 

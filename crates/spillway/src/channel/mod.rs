@@ -36,12 +36,13 @@ mod ring;
 mod waiters;
 
 use crate::clock::{Clock, CoarseClock, MonotonicClock, nanos};
+use crate::park::{park_until, thread_waker};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering, Padded};
 use ring::Ring;
 use std::fmt;
 #[cfg(not(loom))]
 use std::task::Poll;
-use std::task::{Wake, Waker};
+
 use std::time::Duration;
 use waiters::Waiters;
 
@@ -318,32 +319,6 @@ pub struct Receiver<T> {
     shared: Arc<Shared<T>>,
 }
 
-/// Wakes a parked thread: the waker of blocking calls.
-struct Unpark(crate::sync::Thread);
-
-impl Wake for Unpark {
-    fn wake(self: std::sync::Arc<Self>) {
-        self.0.unpark();
-    }
-    fn wake_by_ref(self: &std::sync::Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// The current thread's waker, made once per thread.
-#[cfg(not(loom))]
-fn thread_waker() -> Waker {
-    thread_local! {
-        static WAKER: Waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
-    }
-    WAKER.with(Waker::clone)
-}
-
-#[cfg(loom)]
-fn thread_waker() -> Waker {
-    Waker::from(std::sync::Arc::new(Unpark(crate::sync::thread::current())))
-}
-
 /// Spins, then yields, before a caller parks: on a busy channel the other side usually acts
 /// within microseconds, and a park/unpark pair costs more than that.
 struct Backoff(u32);
@@ -373,36 +348,6 @@ impl Backoff {
         self.0 += 1;
         true
     }
-}
-
-/// Parks the current thread until woken or until `deadline` (clock nanoseconds); `false` if the
-/// deadline passed.
-fn park_until(clock: &MonotonicClock, deadline: Option<u64>) -> bool {
-    match deadline {
-        None => {
-            crate::sync::thread::park();
-            true
-        }
-        Some(d) => {
-            let now = clock.now();
-            if now >= d {
-                return false;
-            }
-            park_timeout(Duration::from_nanos(d - now));
-            true
-        }
-    }
-}
-
-#[cfg(not(loom))]
-fn park_timeout(d: Duration) {
-    std::thread::park_timeout(d);
-}
-
-#[cfg(loom)]
-fn park_timeout(_: Duration) {
-    // loom has no time: a timed park is a park that may also wake spuriously.
-    loom::thread::yield_now();
 }
 
 impl<T> Shared<T> {
@@ -530,7 +475,7 @@ impl<T> Shared<T> {
             let mut key = None;
             self.recv_waiters.register(&mut key, &thread_waker());
             let got = self.try_recv();
-            let in_time = got.is_ok() || park_until(&self.clock, deadline);
+            let in_time = got.is_ok() || park_until(deadline, || self.clock.now());
             if !self.recv_waiters.unregister(&mut key) && got.is_ok() {
                 // We were picked by a notify but served ourselves: pass the wake-up on.
                 self.recv_waiters.notify_one();
@@ -627,7 +572,7 @@ impl<T> Sender<T> {
                     break other;
                 }
             };
-            let in_time = park_until(&shared.clock, deadline);
+            let in_time = park_until(deadline, || shared.clock.now());
             shared.send_waiters.unregister(&mut key);
             item = match shared.try_send(item) {
                 Err(SendError::Full(item)) if !in_time => break Err(SendError::Timeout(item)),

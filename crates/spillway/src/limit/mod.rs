@@ -31,6 +31,7 @@
 mod queue;
 
 use crate::clock::{Clock, CoarseClock, nanos};
+use crate::park::{park_until, thread_waker};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering, Padded, dekker_fence};
 use queue::{Left, Ticket, WaitQueue};
 use std::fmt;
@@ -536,23 +537,15 @@ impl<C: Clock> ConcurrencyLimiter<C> {
             return Err(inner.reject(RejectReason::AtCapacity));
         }
         let deadline = inner.timeout.map(|t| inner.clock.now_precise().saturating_add(nanos(t)));
-        let waker = Waker::from(std::sync::Arc::new(Unpark(crate::sync::thread::current())));
+        let waker = thread_waker();
         let mut waiter = Waiter { inner, ticket: None };
         let outcome = loop {
-            match inner.poll_wait(&mut waiter.ticket, &waker) {
-                Poll::Ready(r) => break r,
-                Poll::Pending => {}
+            if let Poll::Ready(r) = inner.poll_wait(&mut waiter.ticket, &waker) {
+                break r;
             }
-            match deadline {
-                None => crate::sync::thread::park(),
-                Some(d) => {
-                    let now = inner.clock.now_precise();
-                    if now >= d {
-                        // Out of time; a grant that raced the deadline is passed on by `abandon`.
-                        break Err(RejectReason::Timeout);
-                    }
-                    park_timeout(Duration::from_nanos(d - now));
-                }
+            // Out of time: a grant that raced the deadline is passed on by `abandon`.
+            if !park_until(deadline, || inner.clock.now_precise()) {
+                break Err(RejectReason::Timeout);
             }
         };
         drop(waiter);
@@ -621,25 +614,6 @@ impl<C: Clock> Drop for Waiter<'_, C> {
     fn drop(&mut self) {
         self.inner.abandon(&mut self.ticket);
     }
-}
-
-/// Wakes a parked thread.
-struct Unpark(crate::sync::Thread);
-
-impl std::task::Wake for Unpark {
-    fn wake(self: std::sync::Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-#[cfg(not(loom))]
-fn park_timeout(d: Duration) {
-    std::thread::park_timeout(d);
-}
-
-#[cfg(loom)]
-fn park_timeout(_: Duration) {
-    loom::thread::yield_now();
 }
 
 /// A held permit; released when dropped.
