@@ -386,49 +386,46 @@ impl<T> Shared<T> {
     /// One non-waiting attempt, applying the overflow policy.
     #[inline]
     fn try_send(&self, item: T) -> Result<SendOutcome<T>, SendError<T>> {
+        if self.receivers_gone() {
+            return Err(SendError::Closed(item));
+        }
         if self.policy == OverflowPolicy::DropOldest {
-            return self.send_replacing(item);
+            // Push, evicting the oldest item in the same step if the ring is full.
+            return Ok(match self.ring.push_or_replace(item) {
+                None => {
+                    self.after_push();
+                    SendOutcome::Sent
+                }
+                Some(old) => {
+                    // Full before and after: receivers are not waiting.
+                    self.mark_full();
+                    SendOutcome::Replaced(old)
+                }
+            });
         }
-        if self.receivers_gone() {
-            return Err(SendError::Closed(item));
-        }
-        let item = match self.ring.push(item) {
-            Ok(_) => {
-                self.after_push();
-                return Ok(SendOutcome::Sent);
-            }
-            Err(item) => item,
-        };
-        self.counters.high_water.store(self.ring.capacity(), Ordering::Relaxed);
-        match self.policy {
-            OverflowPolicy::DropOldest => self.send_replacing(item),
-            OverflowPolicy::DropNewest => {
-                self.counters.dropped_newest.fetch_add(1, Ordering::Relaxed);
-                Ok(SendOutcome::Dropped(item))
-            }
-            OverflowPolicy::Reject | OverflowPolicy::Wait(_) => Err(SendError::Full(item)),
-        }
-    }
-
-    /// `DropOldest`: push, evicting the oldest item in the same step if the ring is full.
-    #[inline]
-    fn send_replacing(&self, item: T) -> Result<SendOutcome<T>, SendError<T>> {
-        if self.receivers_gone() {
-            return Err(SendError::Closed(item));
-        }
-        match self.ring.push_or_replace(item) {
-            None => {
+        match self.ring.push(item) {
+            Ok(()) => {
                 self.after_push();
                 Ok(SendOutcome::Sent)
             }
-            Some(old) => {
-                // Full before and after: depth is at capacity, and receivers are not waiting.
-                let c = &self.counters;
-                if c.high_water.load(Ordering::Relaxed) != self.ring.capacity() {
-                    c.high_water.store(self.ring.capacity(), Ordering::Relaxed);
+            Err(item) => {
+                self.mark_full();
+                if self.policy == OverflowPolicy::DropNewest {
+                    self.counters.dropped_newest.fetch_add(1, Ordering::Relaxed);
+                    Ok(SendOutcome::Dropped(item))
+                } else {
+                    Err(SendError::Full(item))
                 }
-                Ok(SendOutcome::Replaced(old))
             }
+        }
+    }
+
+    /// The queue is at capacity: that is its high-water mark (written once, read after).
+    #[inline]
+    fn mark_full(&self) {
+        let high = &self.counters.high_water;
+        if high.load(Ordering::Relaxed) != self.ring.capacity() {
+            high.store(self.ring.capacity(), Ordering::Relaxed);
         }
     }
 
