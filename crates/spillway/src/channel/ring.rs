@@ -77,9 +77,32 @@ impl<T> Ring<T> {
     /// Appends `value`, or hands it back if the ring is full.
     #[inline]
     pub(crate) fn push(&self, value: T) -> Result<(), T> {
+        self.push_with(value, false).map(drop)
+    }
+
+    /// Appends `value`; when the ring is full, evicts the oldest value in the same step and
+    /// returns it.
+    #[inline]
+    pub(crate) fn push_or_replace(&self, value: T) -> Option<T> {
+        match self.push_with(value, true) {
+            Ok(evicted) => evicted,
+            Err(_) => unreachable!("a replacing push never reports full"),
+        }
+    }
+
+    /// The push loop. When the ring is full it hands `value` back, or, with `replace`, evicts:
+    ///
+    /// when full, the slot at `tail` holds the oldest value (position `tail − one_lap`, which is
+    /// then `head`). Winning the CAS on `head` claims that slot as a pop would; no push can claim
+    /// `tail` meanwhile, because the slot's stamp still says "full". So the evictor swaps the
+    /// value in place, marks the slot full for the pop at `tail` and moves `tail` on: one CAS
+    /// for what would otherwise be a failed push, a pop and a push.
+    #[inline(always)]
+    fn push_with(&self, value: T, replace: bool) -> Result<Option<T>, T> {
         let mut tail = self.tail.load(Ordering::Relaxed);
         loop {
-            let slot = &self.slots[tail & (self.one_lap - 1)];
+            let index = tail & (self.one_lap - 1);
+            let slot = &self.slots[index];
             let stamp = slot.stamp.load(Ordering::Acquire);
             if stamp == tail {
                 match self.tail.compare_exchange_weak(
@@ -94,81 +117,45 @@ impl<T> Ring<T> {
                         // any, was read by the pop that set the stamp to `tail`).
                         slot.value.with_mut(|p| unsafe { (*p).write(value) });
                         slot.stamp.store(tail + 1, Ordering::Release);
-                        return Ok(());
+                        return Ok(None);
                     }
                     Err(t) => tail = t,
                 }
             } else if stamp.wrapping_add(self.one_lap) == tail + 1 {
                 // The slot still holds the value from one lap ago: full, unless a pop is under way.
-                fence(Ordering::SeqCst);
-                let head = self.head.load(Ordering::Relaxed);
-                if head.wrapping_add(self.one_lap) == tail {
-                    return Err(value);
+                if replace {
+                    let head = tail.wrapping_sub(self.one_lap);
+                    if self
+                        .head
+                        .compare_exchange_weak(head, self.next(head), Ordering::SeqCst, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        // SAFETY: winning the CAS on `head` at a slot whose stamp is `head + 1`
+                        // makes this thread its only owner (as in `pop`), and the slot holds an
+                        // initialised value; no push can take it while its stamp is `head + 1`.
+                        let old = slot.value.with_mut(|p| unsafe {
+                            std::mem::replace(&mut *p, MaybeUninit::new(value)).assume_init()
+                        });
+                        let evicted = &self.evicted[index];
+                        evicted.store(evicted.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                        slot.stamp.store(tail + 1, Ordering::Release);
+                        // Release suffices: the number of values did not change, so no receiver
+                        // can be deciding to sleep on an empty ring, and no push moved `tail`.
+                        self.tail.store(self.next(tail), Ordering::Release);
+                        return Ok(Some(old));
+                    }
+                    // A pop moved `head`: there may be room now.
+                } else {
+                    fence(Ordering::SeqCst);
+                    let head = self.head.load(Ordering::Relaxed);
+                    if head.wrapping_add(self.one_lap) == tail {
+                        return Err(value);
+                    }
                 }
                 spin_loop();
                 tail = self.tail.load(Ordering::Relaxed);
             } else {
                 // Another push claimed this position and has not published it yet.
-                spin_loop();
-                tail = self.tail.load(Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Appends `value`; when the ring is full, evicts the oldest value in the same step and
-    /// returns it.
-    ///
-    /// When full, the slot at `tail` holds the oldest value (position `tail − one_lap`, which is
-    /// then `head`). Winning the CAS on `head` claims that slot as a pop would; no push can claim
-    /// `tail` meanwhile, because the slot's stamp still says "full". So the evictor swaps the
-    /// value in place, marks the slot full for the pop at `tail` and moves `tail` on: one CAS
-    /// for what would otherwise be a failed push, a pop and a push.
-    #[inline]
-    pub(crate) fn push_or_replace(&self, value: T) -> Option<T> {
-        let mut tail = self.tail.load(Ordering::Relaxed);
-        loop {
-            let slot = &self.slots[tail & (self.one_lap - 1)];
-            let stamp = slot.stamp.load(Ordering::Acquire);
-            if stamp == tail {
-                match self.tail.compare_exchange_weak(
-                    tail,
-                    self.next(tail),
-                    Ordering::SeqCst,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        // SAFETY: as in `push`.
-                        slot.value.with_mut(|p| unsafe { (*p).write(value) });
-                        slot.stamp.store(tail + 1, Ordering::Release);
-                        return None;
-                    }
-                    Err(t) => tail = t,
-                }
-            } else if stamp.wrapping_add(self.one_lap) == tail + 1 {
-                let head = tail.wrapping_sub(self.one_lap);
-                if self
-                    .head
-                    .compare_exchange_weak(head, self.next(head), Ordering::SeqCst, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    // SAFETY: winning the CAS on `head` at a slot whose stamp is `head + 1` makes
-                    // this thread its only owner (as in `pop`), and the slot holds an initialised
-                    // value; no push can take the slot while its stamp stays `head + 1`.
-                    let old = slot.value.with_mut(|p| unsafe {
-                        std::mem::replace(&mut *p, MaybeUninit::new(value)).assume_init()
-                    });
-                    let evicted = &self.evicted[tail & (self.one_lap - 1)];
-                    evicted.store(evicted.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-                    slot.stamp.store(tail + 1, Ordering::Release);
-                    // Release suffices: the count of values did not change, so no receiver can be
-                    // deciding to sleep on an empty ring, and no push could move `tail` meanwhile.
-                    self.tail.store(self.next(tail), Ordering::Release);
-                    return Some(old);
-                }
-                // A pop moved `head`: there may be room now.
-                spin_loop();
-                tail = self.tail.load(Ordering::Relaxed);
-            } else {
                 spin_loop();
                 tail = self.tail.load(Ordering::Relaxed);
             }
