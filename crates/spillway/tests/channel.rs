@@ -118,14 +118,20 @@ fn blocked_sender_is_woken_by_a_receive() {
     let (tx, rx) = channel::<u8>(1, OverflowPolicy::Wait(Some(Duration::from_secs(10))));
     tx.try_send(1).unwrap();
     let tx2 = tx.clone();
-    let t = std::thread::spawn(move || tx2.send_blocking(2));
-    std::thread::sleep(Duration::from_millis(30));
+    let ready = Arc::new(std::sync::Barrier::new(2));
+    let r = ready.clone();
+    let t = std::thread::spawn(move || {
+        r.wait();
+        tx2.send_blocking(2)
+    });
+    ready.wait();
+    std::thread::sleep(Duration::from_millis(50)); // the sender is blocked by now
     assert_eq!(rx.recv_blocking(), Some(1));
     assert_eq!(t.join().unwrap(), Ok(SendOutcome::Sent));
     assert_eq!(rx.recv_blocking(), Some(2));
     let s = tx.stats();
     assert_eq!(s.send_waits, 1);
-    assert!(s.send_wait >= Duration::from_millis(20), "{s:?}");
+    assert!(s.send_wait >= Duration::from_millis(10), "{s:?}");
 }
 
 #[test]

@@ -52,24 +52,25 @@ fn racing_threads_admit_exactly_the_burst_per_key() {
 
 /// The coarse clock ticks every millisecond, yet a limit far finer than that (20 000/s with a
 /// burst of 1, one admission every 50 µs) is still served at its rate: near a decision the limiter
-/// reads the precise clock. Without that fallback it would admit one request per tick, ~200 here.
+/// reads the precise clock. Without that fallback it would admit one request per tick, ~300 here.
 #[test]
 fn coarse_clock_does_not_starve_fine_grained_limits() {
     let limiter = RateLimiter::new(Gcra::new(Quota::per_second(20_000).unwrap().with_burst(1).unwrap()));
     let precise = MonotonicClock::new();
     let start = precise.now();
     let mut admitted = 0u64;
-    while precise.now() - start < 200_000_000 {
+    while precise.now() - start < 300_000_000 {
         if limiter.check().allowed {
             admitted += 1;
         }
     }
     let elapsed = precise.now() - start;
-    // At most one per 50 µs of elapsed time (plus the burst); at least a quarter of that even on
-    // a busy machine that deschedules this thread.
+    // At most one per 50 µs of elapsed time (plus the burst and two ticks of backdating); at least
+    // a tenth of the ideal 6 000, twice what one-per-tick would give, even on a busy machine that
+    // deschedules this thread (each descheduled slot is lost with a burst of 1).
     let max = 1 + elapsed / 50_000 + 40;
     assert!(admitted <= max, "admitted {admitted} in {elapsed} ns, above {max}");
-    assert!(admitted >= 1_000, "admitted only {admitted} in {elapsed} ns");
+    assert!(admitted >= 600, "admitted only {admitted} in {elapsed} ns");
 }
 
 /// A denial's `retry_after` holds on the real clock too: sleeping it out gets the request in.
