@@ -8,8 +8,11 @@ use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
 use std::net::IpAddr;
 
-/// Slots examined for one key: two cache lines of four slots.
-const PROBE: usize = 8;
+/// Slots a key may live in: eight cache lines of four slots, scanned only as far as the key or
+/// the first free slot. With the table at most half full (see [`KeyedLimiter::with_clock`]), a
+/// full run of 32 is rare: simulated, 1 000 live keys in 2 048 slots displace one key in about
+/// 500 000 (with 16 slots, one in 4 000; with 8, one in 200).
+const PROBE: usize = 32;
 
 #[cfg(not(loom))]
 type Hasher = foldhash::fast::RandomState;
@@ -36,12 +39,13 @@ struct Slot {
 
 /// One rate limit per key (client IP, API key, route…) with a hard cap on keys.
 ///
-/// The table is a flat array of `capacity` slots (`max_keys` rounded up to a power of two,
-/// 16 bytes each) allocated once: memory never grows with the number of distinct keys. A key
-/// lives in one of the 8 slots after its hash; a check is one hash, one or two cache lines, a clock
-/// read and one compare-and-swap, with no lock.
+/// The table is a flat array of `capacity` slots (twice `max_keys`, rounded up to a power of two;
+/// 16 bytes each, so 32 to 64 bytes per key) allocated once: memory never grows with the number of
+/// distinct keys, and `max_keys` live keys fit with rare displacement. A key lives in one of the
+/// 32 slots after its hash; a check is one hash, usually one cache line, a clock read and one
+/// compare-and-swap, with no lock.
 ///
-/// **Eviction policy.** When a new key finds all 8 of its slots taken, it takes the slot whose
+/// **Eviction policy.** When a new key finds all 32 of its slots taken, it takes the slot whose
 /// state becomes idle the earliest ([`Algorithm::idle_at`]). If that state is already idle (the
 /// old key has its full allowance back), nothing is lost and the slot is counted as *reclaimed*.
 /// Otherwise a live key is *evicted* and counted: when it comes back it starts fresh, so under a
@@ -86,8 +90,8 @@ pub struct KeyedLimiter<K: ?Sized, A, C = CoarseClock> {
 ///     limiter.check_key(&client);
 /// }
 /// let s = limiter.stats();
-/// assert_eq!((s.capacity, s.keys), (8, 8));
-/// assert_eq!(s.evicted + s.reclaimed, 92); // the table never grew
+/// assert_eq!((s.capacity, s.keys), (32, 32));
+/// assert_eq!(s.evicted + s.reclaimed, 68); // the table never grew
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -103,7 +107,8 @@ pub struct KeyedStats {
 }
 
 impl<K: Hash + ?Sized, A: Algorithm> KeyedLimiter<K, A, CoarseClock> {
-    /// A limiter holding at most `max_keys` keys (rounded up to a power of two, at least 8).
+    /// A limiter sized for `max_keys` live keys (its table has `2 × max_keys` slots rounded up to
+    /// a power of two, at least 32: that many keys at most, ever).
     pub fn new(algorithm: A, max_keys: usize) -> Self {
         Self::with_clock(algorithm, max_keys, CoarseClock::new())
     }
@@ -112,7 +117,7 @@ impl<K: Hash + ?Sized, A: Algorithm> KeyedLimiter<K, A, CoarseClock> {
 impl<K: Hash + ?Sized, A: Algorithm, C: Clock> KeyedLimiter<K, A, C> {
     /// The same, reading `clock`.
     pub fn with_clock(algorithm: A, max_keys: usize, clock: C) -> Self {
-        let capacity = max_keys.clamp(PROBE, 1 << 40).next_power_of_two();
+        let capacity = max_keys.saturating_mul(2).clamp(PROBE, 1 << 40).next_power_of_two();
         let slots =
             (0..capacity).map(|_| Slot { tag: AtomicU64::new(0), state: AtomicU64::new(0) }).collect();
         Self {
@@ -277,13 +282,14 @@ mod tests {
         let clock = ManualClock::new();
         let limiter = KeyedLimiter::with_clock(Gcra::new(Quota::per_second(1).unwrap()), 1000, clock.clone());
         let bytes = limiter.memory_bytes();
+        assert_eq!(bytes, 2048 * 16);
         for k in 0..100_000u64 {
             assert!(limiter.check_key(&k).allowed);
         }
         let s = limiter.stats();
-        assert_eq!(s.capacity, 1024);
-        assert_eq!(s.keys, 1024);
-        assert_eq!(s.evicted + s.reclaimed, 100_000 - 1024);
+        assert_eq!(s.capacity, 2048);
+        assert_eq!(s.keys, 2048);
+        assert_eq!(s.evicted + s.reclaimed, 100_000 - 2048);
         assert!(s.evicted > 0);
         assert_eq!(limiter.memory_bytes(), bytes);
         // After a second every key is idle again: new keys reclaim without evicting.
@@ -299,14 +305,16 @@ mod tests {
 
     #[test]
     fn a_returning_key_keeps_its_state_while_it_fits() {
+        // max_keys live keys, all busy: the worst case for displacement.
         let limiter =
-            KeyedLimiter::with_clock(Gcra::new(Quota::per_second(1).unwrap()), 4096, ManualClock::new());
+            KeyedLimiter::with_clock(Gcra::new(Quota::per_second(1).unwrap()), 1000, ManualClock::new());
         for k in 0..1000u32 {
             assert!(limiter.check_key(&k).allowed);
         }
-        for k in 0..1000u32 {
-            assert!(!limiter.check_key(&k).allowed, "key {k} forgot its state");
-        }
-        assert_eq!(limiter.stats().evicted, 0);
+        let forgot = (0..1000u32).filter(|k| limiter.check_key(k).allowed).count() as u64;
+        let evicted = limiter.stats().evicted;
+        // A key forgets only by being displaced (odds about 1 in 500 per run of the test, for one
+        // key): never silently, and never many.
+        assert!(forgot <= evicted && evicted <= 3, "forgot {forgot}, evicted {evicted}");
     }
 }
