@@ -54,8 +54,7 @@ pub(crate) fn rows(reps: usize) -> Vec<Row> {
 
     // 100k distinct keys, visited in a scattered order, all admitted.
     const KEYS: u64 = 100_000;
-    let ours =
-        KeyedLimiter::new(Gcra::new(Quota::per_second(1_000_000_000).expect("quota")), 2 * KEYS as usize);
+    let ours = KeyedLimiter::new(Gcra::new(Quota::per_second(1_000_000_000).expect("quota")), KEYS as usize);
     let theirs = GLimiter::keyed(GQuota::per_second(nz(1_000_000_000)));
     let mut k1 = 0u64;
     let mut k2 = 0u64;
