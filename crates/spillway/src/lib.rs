@@ -8,6 +8,8 @@
 //!   bounded wait queue (FIFO or LIFO, timeout, cancel-safe) and RAII permits.
 //! - [`rate`]: rate limiters (GCRA, token bucket, leaky bucket, fixed and sliding windows) behind
 //!   one trait, and [`KeyedLimiter`](rate::KeyedLimiter) with a hard cap on keys.
+//! - [`adaptive`]: limit algorithms (AIMD, Vegas, Gradient2, an Envoy-style gradient, an SLO
+//!   controller) and [`AdaptiveLimiter`](adaptive::AdaptiveLimiter), which sets a limiter's limit.
 //! - [`channel`]: a bounded MPMC channel for sync and async code with an overflow policy.
 //! - [`clock`]: injected time.
 //!
@@ -23,6 +25,7 @@
 //! # Ok::<(), spillway::rate::QuotaError>(())
 //! ```
 
+pub mod adaptive;
 pub mod channel;
 pub mod clock;
 pub mod limit;

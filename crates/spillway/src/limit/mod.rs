@@ -581,6 +581,11 @@ impl<C: Clock> ConcurrencyLimiter<C> {
         self.inner.limit.load(Ordering::Relaxed)
     }
 
+    /// The clock the limiter reads.
+    pub fn clock(&self) -> &C {
+        &self.inner.clock
+    }
+
     /// Permits held now.
     pub fn in_flight(&self) -> usize {
         (self.inner.state.load(Ordering::Relaxed) & IN_FLIGHT) as usize

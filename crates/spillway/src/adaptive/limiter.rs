@@ -1,0 +1,124 @@
+//! An adaptive algorithm driving a concurrency limiter.
+
+use super::{LimitAlgorithm, Sample};
+use crate::clock::{Clock, CoarseClock};
+use crate::limit::{ConcurrencyLimiter, Permit, Rejected};
+use crate::sync::Mutex;
+use std::fmt;
+use std::time::Duration;
+
+/// A [`ConcurrencyLimiter`] whose limit is set by a [`LimitAlgorithm`] from the requests it
+/// admits: each [`AdaptivePermit`] reports its latency and outcome when it is finished.
+///
+/// The algorithm runs under a short mutex once per finished request (no allocation); admission
+/// itself is the limiter's lock-free path.
+///
+/// ```
+/// use spillway::adaptive::{AdaptiveLimiter, Vegas};
+/// use spillway::limit::ConcurrencyLimiter;
+///
+/// let limiter = AdaptiveLimiter::new(Vegas::default(), ConcurrencyLimiter::builder(1).queue(100).build());
+/// assert_eq!(limiter.limit(), 20); // the algorithm's initial limit
+/// let permit = limiter.try_acquire().unwrap();
+/// // … serve the request …
+/// permit.success(); // or .dropped() on a timeout / overload error
+/// ```
+pub struct AdaptiveLimiter<A, C: Clock = CoarseClock> {
+    limiter: ConcurrencyLimiter<C>,
+    algorithm: Mutex<A>,
+    clock: C,
+}
+
+impl<A: LimitAlgorithm, C: Clock + Clone> AdaptiveLimiter<A, C> {
+    /// Puts `algorithm` in charge of `limiter`'s limit (starting at the algorithm's initial limit).
+    pub fn new(algorithm: A, limiter: ConcurrencyLimiter<C>) -> Self {
+        limiter.set_limit(algorithm.limit());
+        let clock = limiter.clock().clone();
+        Self { limiter, algorithm: Mutex::new(algorithm), clock }
+    }
+}
+
+impl<A: LimitAlgorithm, C: Clock> AdaptiveLimiter<A, C> {
+    /// Admits without waiting, or says why not.
+    pub fn try_acquire(&self) -> Result<AdaptivePermit<'_, A, C>, Rejected> {
+        let permit = self.limiter.try_acquire()?;
+        Ok(self.track(permit))
+    }
+
+    /// Admits, waiting in the limiter's bounded queue if needed.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub async fn acquire(&self) -> Result<AdaptivePermit<'_, A, C>, Rejected> {
+        let permit = self.limiter.acquire().await?;
+        Ok(self.track(permit))
+    }
+
+    fn track<'a>(&'a self, permit: Permit<'a, C>) -> AdaptivePermit<'a, A, C> {
+        AdaptivePermit {
+            owner: self,
+            permit: Some(permit),
+            in_flight: self.limiter.in_flight(),
+            start: self.clock.now_precise(),
+        }
+    }
+
+    /// The current limit.
+    pub fn limit(&self) -> usize {
+        self.limiter.limit()
+    }
+
+    /// The underlying limiter (stats, queue).
+    pub fn limiter(&self) -> &ConcurrencyLimiter<C> {
+        &self.limiter
+    }
+
+    fn record(&self, sample: Sample) {
+        let limit = self.algorithm.lock().unwrap_or_else(|e| e.into_inner()).on_sample(sample);
+        if limit != self.limiter.limit() {
+            self.limiter.set_limit(limit);
+        }
+    }
+}
+
+/// A permit from an [`AdaptiveLimiter`]: say how the request went with
+/// [`success`](Self::success) or [`dropped`](Self::dropped); dropping it without either releases
+/// it and teaches the algorithm nothing (for requests that failed for reasons unrelated to load).
+#[must_use = "finish the permit with success() or dropped() so the limit can adapt"]
+pub struct AdaptivePermit<'a, A: LimitAlgorithm, C: Clock = CoarseClock> {
+    owner: &'a AdaptiveLimiter<A, C>,
+    permit: Option<Permit<'a, C>>,
+    in_flight: usize,
+    start: u64,
+}
+
+impl<A: LimitAlgorithm, C: Clock> AdaptivePermit<'_, A, C> {
+    /// The request succeeded: its latency feeds the algorithm.
+    pub fn success(self) {
+        self.finish(false);
+    }
+
+    /// The request timed out or was refused downstream: an overload signal.
+    pub fn dropped(self) {
+        self.finish(true);
+    }
+
+    fn finish(mut self, dropped: bool) {
+        let latency = Duration::from_nanos(self.owner.clock.now_precise().saturating_sub(self.start));
+        drop(self.permit.take());
+        self.owner.record(Sample { latency, in_flight: self.in_flight, dropped });
+    }
+}
+
+impl<A: LimitAlgorithm + fmt::Debug, C: Clock> fmt::Debug for AdaptiveLimiter<A, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdaptiveLimiter")
+            .field("algorithm", &*self.algorithm.lock().unwrap_or_else(|e| e.into_inner()))
+            .field("limiter", &self.limiter)
+            .finish()
+    }
+}
+
+impl<A: LimitAlgorithm, C: Clock> fmt::Debug for AdaptivePermit<'_, A, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdaptivePermit").field("in_flight", &self.in_flight).finish_non_exhaustive()
+    }
+}
