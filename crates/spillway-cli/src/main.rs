@@ -28,6 +28,19 @@ enum Command {
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         queue: u32,
     },
+    /// Run every adaptive controller against a simulated server on virtual time, at several
+    /// offered loads and through a capacity drop; prints goodput, latency and rejections.
+    Simulate {
+        /// Virtual seconds per run.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(4..=600))]
+        seconds: u64,
+        /// The random seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Workers in the simulated server.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        workers: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +53,15 @@ fn main() -> anyhow::Result<()> {
                 queue: queue as usize,
             };
             spillway_lab::demo::run(options, &mut std::io::stdout().lock())?;
+        }
+        Command::Simulate { seconds, seed, workers } => {
+            let base = spillway_lab::sim::Scenario {
+                seconds,
+                seed,
+                workers: workers as usize,
+                ..Default::default()
+            };
+            spillway_lab::sim::print_tables(base, &[0.8, 2.0, 5.0, 10.0], &mut std::io::stdout().lock())?;
         }
     }
     Ok(())

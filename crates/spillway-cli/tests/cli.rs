@@ -43,3 +43,14 @@ fn bad_flags_are_refused_with_a_reason() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'lots'"));
 }
+
+#[test]
+fn simulate_prints_every_controller() {
+    let out = spillway(&["simulate", "--seconds", "4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in ["unprotected", "aimd", "vegas", "gradient2", "gradient (envoy-style)", "slo (p99 target)"] {
+        assert!(text.contains(name), "missing {name:?} in:\n{text}");
+    }
+    assert!(text.contains("offered load 10x C") && text.contains("capacity halves"));
+}

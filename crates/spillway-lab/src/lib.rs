@@ -5,3 +5,4 @@
 //! Spillway's bounded queues and rate limits.
 
 pub mod demo;
+pub mod sim;

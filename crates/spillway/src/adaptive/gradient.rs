@@ -10,11 +10,11 @@ const MIN_WINDOWS: usize = 16;
 /// sets `limit = limit × clamp((min_rtt + buffer) / median, 0.5, 2) + √limit`, with
 /// `buffer = 25 % of min_rtt`, bounded to `[min, max]` (defaults 3 and 1000).
 ///
-/// Envoy measures `min_rtt` by pinning concurrency to 3 for a while every minute, which rejects
-/// live traffic each time (a common complaint). Here `min_rtt` is the lowest per-window 10th
-/// percentile over the last 16 windows: the fastest requests of ordinary traffic already show the
-/// unloaded latency whenever some requests find a free worker, and old minima age out, so a
-/// service that became slower is followed without ever forcing the limit down.
+/// Envoy measures `min_rtt` (the median latency without queueing) by pinning concurrency to 3 for
+/// a while every minute, which rejects live traffic each time (a common complaint). Here
+/// `min_rtt` is the lowest window median of the last 16 windows: whenever the limit dips low enough
+/// for the queue to empty, ordinary traffic shows the unloaded median, and old minima age out, so
+/// a service that became slower is followed without ever forcing the limit down.
 ///
 /// ```
 /// use spillway::adaptive::{Gradient, LimitAlgorithm, Sample};
@@ -41,7 +41,7 @@ pub struct Gradient {
     buffer: f64,
     /// Latencies of the current window (capacity `window`, allocated once).
     samples: Vec<f64>,
-    /// 10th-percentile latency of the last windows, newest last (at most `MIN_WINDOWS`).
+    /// Median latency of the last windows (a ring of `MIN_WINDOWS`).
     minima: [f64; MIN_WINDOWS],
     filled: usize,
     next: usize,
@@ -104,9 +104,8 @@ impl LimitAlgorithm for Gradient {
         self.samples.sort_unstable_by(f64::total_cmp);
         let n = self.samples.len();
         let median = self.samples[n / 2];
-        let fast = self.samples[n / 10];
         self.samples.clear();
-        self.minima[self.next] = fast;
+        self.minima[self.next] = median;
         self.next = (self.next + 1) % MIN_WINDOWS;
         self.filled = (self.filled + 1).min(MIN_WINDOWS);
         let min_rtt = self.min_rtt_nanos();

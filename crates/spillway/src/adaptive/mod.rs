@@ -12,6 +12,8 @@
 //! | [`Gradient`] | sampled latency vs minimum latency | Envoy's adaptive concurrency filter |
 //! | [`Slo`] | windowed p99 against a latency target | the seeds: p99 > SLO → down, < SLO/2 → up |
 //!
+//! [`Windowed`] feeds an algorithm one aggregated sample per window of requests.
+//!
 //! Every algorithm is a plain state machine fed with [`Sample`]s, so the same code runs against
 //! real traffic and in a simulation on virtual time.
 //!
@@ -34,6 +36,7 @@ mod gradient2;
 mod limiter;
 mod slo;
 mod vegas;
+mod windowed;
 
 pub use aimd::Aimd;
 pub use gradient::Gradient;
@@ -41,6 +44,7 @@ pub use gradient2::Gradient2;
 pub use limiter::{AdaptiveLimiter, AdaptivePermit};
 pub use slo::Slo;
 pub use vegas::Vegas;
+pub use windowed::Windowed;
 
 use std::fmt;
 use std::time::Duration;
