@@ -10,6 +10,8 @@
 //!   one trait, and [`KeyedLimiter`](rate::KeyedLimiter) with a hard cap on keys.
 //! - [`adaptive`]: limit algorithms (AIMD, Vegas, Gradient2, an Envoy-style gradient, an SLO
 //!   controller) and [`AdaptiveLimiter`](adaptive::AdaptiveLimiter), which sets a limiter's limit.
+//! - [`breaker`]: [`CircuitBreaker`](breaker::CircuitBreaker) with count or time windows,
+//!   failure and slow-call rates, jittered open time and half-open trials.
 //! - [`channel`]: a bounded MPMC channel for sync and async code with an overflow policy.
 //! - [`clock`]: injected time.
 //!
@@ -26,6 +28,7 @@
 //! ```
 
 pub mod adaptive;
+pub mod breaker;
 pub mod channel;
 pub mod clock;
 pub mod limit;
