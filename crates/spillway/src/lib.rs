@@ -13,6 +13,8 @@
 //! - [`breaker`]: [`CircuitBreaker`](breaker::CircuitBreaker) with count or time windows,
 //!   failure and slow-call rates, jittered open time and half-open trials.
 //! - [`channel`]: a bounded MPMC channel for sync and async code with an overflow policy.
+//! - [`shed`]: criticality classes, a priority shedder, bulkheads, client-side throttling and
+//!   retry budgets.
 //! - [`clock`]: injected time.
 //!
 //! Rejections are values, not errors: every decision carries when to retry.
@@ -34,6 +36,7 @@ pub mod clock;
 pub mod limit;
 mod park;
 pub mod rate;
+pub mod shed;
 mod sync;
 
 /// The README's examples, compiled and run as doctests.

@@ -316,7 +316,13 @@ impl<C: Clock> Inner<C> {
     /// finds that interleaving with relaxed loads).
     #[inline]
     fn try_take(&self) -> bool {
-        let limit = self.limit.load(Ordering::SeqCst) as u64;
+        self.try_take_below(u64::MAX)
+    }
+
+    /// [`try_take`](Self::try_take) with an extra ceiling below the limit.
+    #[inline]
+    fn try_take_below(&self, ceiling: u64) -> bool {
+        let limit = (self.limit.load(Ordering::SeqCst) as u64).min(ceiling);
         let mut state = self.state.load(Ordering::SeqCst);
         loop {
             let held = state & IN_FLIGHT;
@@ -472,6 +478,28 @@ impl<C: Clock> ConcurrencyLimiter<C> {
     /// moving into tasks).
     pub fn try_acquire_owned(&self) -> Result<OwnedPermit<C>, Rejected> {
         self.try_take().map(|()| OwnedPermit { inner: self.inner.clone() })
+    }
+
+    /// Takes a permit only if fewer than `ceiling` are in flight (and the limit allows): how a
+    /// priority shedder keeps headroom for more important work.
+    ///
+    /// ```
+    /// use spillway::limit::ConcurrencyLimiter;
+    ///
+    /// let limiter = ConcurrencyLimiter::new(10);
+    /// let held: Vec<_> = (0..8).map(|_| limiter.try_acquire().unwrap()).collect();
+    /// assert!(limiter.try_acquire_within(8).is_err()); // sheddable work stops at 8…
+    /// assert!(limiter.try_acquire_within(10).is_ok()); // …critical work may use the rest
+    /// # drop(held);
+    /// ```
+    #[inline]
+    pub fn try_acquire_within(&self, ceiling: usize) -> Result<Permit<'_, C>, Rejected> {
+        let inner = &*self.inner;
+        if inner.waiting.load(Ordering::Relaxed) == 0 && inner.try_take_below(ceiling as u64) {
+            Ok(Permit { inner })
+        } else {
+            Err(inner.reject(RejectReason::AtCapacity))
+        }
     }
 
     #[inline]
