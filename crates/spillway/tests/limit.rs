@@ -224,3 +224,80 @@ async fn tasks_never_exceed_the_limit() {
     assert!(max.load(Ordering::SeqCst) <= 4);
     assert_eq!(limiter.in_flight(), 0);
 }
+
+/// Adaptive LIFO: FIFO while the queue is young, newest-first once it has stood for the interval.
+#[tokio::test(flavor = "current_thread")]
+async fn adaptive_lifo_switches_to_lifo_when_the_queue_stands() {
+    use spillway::clock::ManualClock;
+    use spillway::limit::Codel;
+    let clock = ManualClock::new();
+    let limiter = ConcurrencyLimiter::builder(1)
+        .queue(10)
+        .order(QueueOrder::AdaptiveLifo)
+        .codel(Codel { target: Duration::from_secs(60), interval: Duration::from_millis(100) })
+        .clock(clock.clone())
+        .build();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(10);
+    let held = limiter.try_acquire_owned().unwrap();
+    for i in 0..4 {
+        let (l, tx) = (limiter.clone(), tx.clone());
+        tokio::spawn(async move {
+            let p = l.acquire_owned().await.unwrap();
+            tx.send((i, p)).await.unwrap();
+        });
+        tokio::task::yield_now().await;
+    }
+    drop(held); // a young queue: the oldest goes first
+    let (first, p) = rx.recv().await.unwrap();
+    assert_eq!(first, 0);
+    clock.advance(Duration::from_millis(150)); // now the queue has stood for 150 ms
+    drop(p);
+    let (second, p) = rx.recv().await.unwrap();
+    assert_eq!(second, 3, "a standing queue serves the newest first");
+    drop(p);
+}
+
+/// CoDel: once the queue has stood for the interval, newcomers wait only the target.
+#[tokio::test(start_paused = true)]
+async fn codel_shortens_waits_in_a_standing_queue() {
+    use spillway::clock::ManualClock;
+    use spillway::limit::Codel;
+    let clock = ManualClock::new();
+    let limiter = ConcurrencyLimiter::builder(1)
+        .queue(10)
+        .queue_timeout(Duration::from_secs(1))
+        .codel(Codel::default())
+        .clock(clock.clone())
+        .build();
+    let _held = limiter.try_acquire_owned().unwrap();
+    let l = limiter.clone();
+    let early = tokio::spawn(async move { l.acquire_owned().await.map(drop).map_err(|e| e.reason()) });
+    tokio::task::yield_now().await;
+    clock.advance(Duration::from_millis(150));
+    let start = tokio::time::Instant::now();
+    let late = limiter.acquire().await.map(drop).map_err(|e| e.reason());
+    assert_eq!(late, Err(RejectReason::Timeout));
+    assert_eq!(start.elapsed(), Duration::from_millis(5), "the CoDel target, not the 1 s timeout");
+    assert!(!early.is_finished(), "the early waiter keeps its full timeout");
+    assert_eq!(early.await.unwrap(), Err(RejectReason::Timeout));
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+}
+
+/// Deadline-aware admission: refused at once when the predicted wait is longer than the
+/// caller's remaining time.
+#[tokio::test(flavor = "current_thread")]
+async fn a_deadline_that_cannot_be_met_is_refused_at_once() {
+    let clock = spillway::clock::ManualClock::new();
+    let limiter = ConcurrencyLimiter::builder(1).queue(10).clock(clock.clone()).build();
+    for _ in 0..200 {
+        clock.advance(Duration::from_millis(10));
+        drop(limiter.try_acquire().unwrap());
+        limiter.stats(); // 100 releases a second, measured
+    }
+    let _held = limiter.try_acquire().unwrap();
+    // One waiter ahead of nobody: predicted wait 1 / 100 s = 10 ms.
+    let err = limiter.acquire_within(Duration::from_millis(5)).await.unwrap_err();
+    assert_eq!(err.reason(), RejectReason::DeadlineUnreachable);
+    assert_eq!(limiter.stats().rejected_deadline, 1);
+    assert_eq!(limiter.stats().waiting, 0, "never queued");
+}

@@ -55,6 +55,41 @@ pub enum QueueOrder {
     /// The newest waiter: under sustained overload, some requests stay fast instead of all of
     /// them going stale.
     Lifo,
+    /// FIFO while the queue drains now and then, LIFO once it has stood non-empty for longer
+    /// than the CoDel interval (100 ms unless [`Builder::codel`] says otherwise): fair in a
+    /// burst, fresh-first in an overload.
+    AdaptiveLifo,
+}
+
+/// CoDel for a request queue, as Facebook applies it to RPC queues: while the queue has not
+/// been empty for a whole `interval`, it is a standing queue, and new waiters may wait only
+/// `target` instead of the full queue timeout, so the queue drains instead of serving stale
+/// work. Defaults: target 5 ms, interval 100 ms.
+///
+/// ```
+/// use spillway::limit::{Codel, ConcurrencyLimiter};
+/// use std::time::Duration;
+///
+/// let limiter = ConcurrencyLimiter::builder(32)
+///     .queue(256)
+///     .queue_timeout(Duration::from_secs(1))
+///     .codel(Codel::default())
+///     .build();
+/// assert_eq!(Codel::default().target, Duration::from_millis(5));
+/// # drop(limiter);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Codel {
+    /// How long a new waiter may wait once the queue is standing.
+    pub target: Duration,
+    /// How long the queue must stay non-empty to count as standing.
+    pub interval: Duration,
+}
+
+impl Default for Codel {
+    fn default() -> Self {
+        Self { target: Duration::from_millis(5), interval: Duration::from_millis(100) }
+    }
 }
 
 /// Why a permit was refused.
@@ -76,8 +111,11 @@ pub enum RejectReason {
     AtCapacity,
     /// The wait queue is full.
     QueueFull,
-    /// The caller waited for the whole queue timeout.
+    /// The caller waited for the whole queue timeout (or its CoDel target, or its deadline).
     Timeout,
+    /// The predicted wait (waiters ahead / drain rate) exceeds the caller's remaining deadline:
+    /// refused at once rather than served too late.
+    DeadlineUnreachable,
 }
 
 /// A refused permit: why, and when it is worth trying again.
@@ -96,6 +134,7 @@ pub enum RejectReason {
     RejectReason::AtCapacity => "concurrency limit reached",
     RejectReason::QueueFull => "wait queue full",
     RejectReason::Timeout => "timed out in the wait queue",
+    RejectReason::DeadlineUnreachable => "the wait would outlast the deadline",
 })]
 pub struct Rejected {
     reason: RejectReason,
@@ -150,6 +189,8 @@ pub struct LimiterStats {
     pub rejected_queue_full: u64,
     /// Refusals with [`RejectReason::Timeout`].
     pub rejected_timeout: u64,
+    /// Refusals with [`RejectReason::DeadlineUnreachable`].
+    pub rejected_deadline: u64,
     /// Permits released per second, an exponentially weighted average over the last seconds
     /// (0 until measured).
     pub drain_rate_per_sec: f64,
@@ -174,12 +215,20 @@ pub struct Builder<C = CoarseClock> {
     queue: usize,
     timeout: Option<Duration>,
     order: QueueOrder,
+    codel: Option<Codel>,
     clock: C,
 }
 
 impl Builder<CoarseClock> {
     fn new(limit: usize) -> Self {
-        Self { limit, queue: 0, timeout: None, order: QueueOrder::Fifo, clock: CoarseClock::new() }
+        Self {
+            limit,
+            queue: 0,
+            timeout: None,
+            order: QueueOrder::Fifo,
+            codel: None,
+            clock: CoarseClock::new(),
+        }
     }
 }
 
@@ -202,9 +251,22 @@ impl<C: Clock> Builder<C> {
         self
     }
 
-    /// The clock used to measure the drain rate.
+    /// Shortens waits while the queue is standing (see [`Codel`]).
+    pub fn codel(mut self, codel: Codel) -> Self {
+        self.codel = Some(codel);
+        self
+    }
+
+    /// The clock used to measure the drain rate and the queue's age.
     pub fn clock<D: Clock>(self, clock: D) -> Builder<D> {
-        Builder { limit: self.limit, queue: self.queue, timeout: self.timeout, order: self.order, clock }
+        Builder {
+            limit: self.limit,
+            queue: self.queue,
+            timeout: self.timeout,
+            order: self.order,
+            codel: self.codel,
+            clock,
+        }
     }
 
     /// Builds the limiter. A limit of 0 is raised to 1; limits are capped at `u32::MAX`.
@@ -217,10 +279,11 @@ impl<C: Clock> Builder<C> {
                 queue: Mutex::new(WaitQueue::new(self.queue)),
                 queue_capacity: self.queue,
                 timeout: self.timeout,
-                lifo: self.order == QueueOrder::Lifo,
+                order: self.order,
+                codel: self.codel,
                 in_flight_high: AtomicUsize::new(0),
                 waiting_high: AtomicUsize::new(0),
-                rejected: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+                rejected: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
                 drain: Mutex::new(Drain { at: self.clock.now(), released: 0, first: true }),
                 drain_next: AtomicU64::new(self.clock.now().saturating_add(DRAIN_SAMPLE_NS)),
                 drain_rate: AtomicU64::new(0f64.to_bits()),
@@ -248,10 +311,11 @@ struct Inner<C> {
     queue: Mutex<WaitQueue>,
     queue_capacity: usize,
     timeout: Option<Duration>,
-    lifo: bool,
+    order: QueueOrder,
+    codel: Option<Codel>,
     in_flight_high: AtomicUsize,
     waiting_high: AtomicUsize,
-    rejected: [AtomicU64; 3],
+    rejected: [AtomicU64; 4],
     drain: Mutex<Drain>,
     /// When the drain rate is next due for an update (clock nanoseconds).
     drain_next: AtomicU64,
@@ -358,8 +422,13 @@ impl<C: Clock> Inner<C> {
     /// Hands free permits to queued waiters, in queue order.
     fn grant_waiters(&self) {
         let mut queue = self.lock_queue();
+        let lifo = match self.order {
+            QueueOrder::Fifo => false,
+            QueueOrder::Lifo => true,
+            QueueOrder::AdaptiveLifo => queue.congested(self.clock.now(), self.codel_interval()),
+        };
         while queue.len() > 0 && self.try_take() {
-            let waker = queue.grant(self.lifo);
+            let waker = queue.grant(lifo);
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             if let Some(w) = waker {
                 w.wake();
@@ -403,6 +472,31 @@ impl<C: Clock> Inner<C> {
         f64::from_bits(self.drain_rate.load(Ordering::Relaxed))
     }
 
+    fn codel_interval(&self) -> u64 {
+        nanos(self.codel.unwrap_or_default().interval)
+    }
+
+    /// How long a new waiter may wait: the queue timeout, shortened to the CoDel target while
+    /// the queue is standing and to the caller's `deadline`; refused at once if the predicted
+    /// wait (waiters ahead / drain rate) exceeds the deadline.
+    fn wait_budget(&self, deadline: Option<Duration>) -> Result<Option<Duration>, RejectReason> {
+        let mut budget = self.timeout;
+        if let Some(codel) = self.codel {
+            if self.lock_queue().congested(self.clock.now(), nanos(codel.interval)) {
+                budget = Some(budget.map_or(codel.target, |b| b.min(codel.target)));
+            }
+        }
+        if let Some(deadline) = deadline {
+            let rate = self.drain_rate();
+            let ahead = self.waiting.load(Ordering::Relaxed) as f64 + 1.0;
+            if rate > 0.0 && ahead / rate > deadline.as_secs_f64() {
+                return Err(RejectReason::DeadlineUnreachable);
+            }
+            budget = Some(budget.map_or(deadline, |b| b.min(deadline)));
+        }
+        Ok(budget)
+    }
+
     /// One poll of a queued (or not yet queued) waiter.
     fn poll_wait(&self, ticket: &mut Option<Ticket>, waker: &Waker) -> Poll<Result<(), RejectReason>> {
         let mut queue = self.lock_queue();
@@ -424,7 +518,7 @@ impl<C: Clock> Inner<C> {
                     self.waiting.fetch_sub(1, Ordering::SeqCst);
                     return Poll::Ready(Ok(()));
                 }
-                match queue.push(waker.clone()) {
+                match queue.push(waker.clone(), self.clock.now()) {
                     Some(t) => {
                         *ticket = Some(t);
                         let len = queue.len();
@@ -513,20 +607,39 @@ impl<C: Clock> ConcurrencyLimiter<C> {
     }
 
     /// Takes a permit, waiting in the queue if none is free: refused at once if the queue is full
-    /// (or there is none), or after the queue timeout.
+    /// (or there is none), or after the queue timeout (the CoDel target while the queue stands).
     #[cfg(all(feature = "async", not(loom)))]
     pub async fn acquire(&self) -> Result<Permit<'_, C>, Rejected> {
-        self.wait().await.map(|()| Permit { inner: &self.inner })
+        self.wait(None).await.map(|()| Permit { inner: &self.inner })
     }
 
     /// [`acquire`](Self::acquire), with an owned permit.
     #[cfg(all(feature = "async", not(loom)))]
     pub async fn acquire_owned(&self) -> Result<OwnedPermit<C>, Rejected> {
-        self.wait().await.map(|()| OwnedPermit { inner: self.inner.clone() })
+        self.wait(None).await.map(|()| OwnedPermit { inner: self.inner.clone() })
+    }
+
+    /// Deadline-aware [`acquire`](Self::acquire) for a caller with `remaining` time: refused at
+    /// once with [`RejectReason::DeadlineUnreachable`] when the predicted wait (waiters ahead /
+    /// measured drain rate) is longer, and never kept waiting past `remaining`.
+    ///
+    /// ```
+    /// use spillway::limit::ConcurrencyLimiter;
+    /// use std::time::Duration;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let limiter = ConcurrencyLimiter::builder(4).queue(16).build();
+    /// let permit = limiter.acquire_within(Duration::from_millis(50)).await.unwrap();
+    /// # drop(permit);
+    /// # });
+    /// ```
+    #[cfg(all(feature = "async", not(loom)))]
+    pub async fn acquire_within(&self, remaining: Duration) -> Result<Permit<'_, C>, Rejected> {
+        self.wait(Some(remaining)).await.map(|()| Permit { inner: &self.inner })
     }
 
     #[cfg(all(feature = "async", not(loom)))]
-    async fn wait(&self) -> Result<(), Rejected> {
+    async fn wait(&self, deadline: Option<Duration>) -> Result<(), Rejected> {
         let inner = &*self.inner;
         if inner.waiting.load(Ordering::Relaxed) == 0 && inner.try_take() {
             return Ok(());
@@ -534,9 +647,10 @@ impl<C: Clock> ConcurrencyLimiter<C> {
         if inner.queue_capacity == 0 {
             return Err(inner.reject(RejectReason::AtCapacity));
         }
+        let budget = inner.wait_budget(deadline).map_err(|reason| inner.reject(reason))?;
         let mut waiter = Waiter { inner, ticket: None };
         let wait = std::future::poll_fn(|cx| inner.poll_wait(&mut waiter.ticket, cx.waker()));
-        let outcome = match inner.timeout {
+        let outcome = match budget {
             None => wait.await,
             Some(t) => tokio::time::timeout(t, wait).await.unwrap_or(Err(RejectReason::Timeout)),
         };
@@ -564,7 +678,8 @@ impl<C: Clock> ConcurrencyLimiter<C> {
         if inner.queue_capacity == 0 {
             return Err(inner.reject(RejectReason::AtCapacity));
         }
-        let deadline = inner.timeout.map(|t| inner.clock.now_precise().saturating_add(nanos(t)));
+        let budget = inner.wait_budget(None).map_err(|reason| inner.reject(reason))?;
+        let deadline = budget.map(|t| inner.clock.now_precise().saturating_add(nanos(t)));
         let waker = thread_waker();
         let mut waiter = Waiter { inner, ticket: None };
         let outcome = loop {
@@ -632,6 +747,7 @@ impl<C: Clock> ConcurrencyLimiter<C> {
             rejected_at_capacity: i.rejected[RejectReason::AtCapacity as usize].load(Ordering::Relaxed),
             rejected_queue_full: i.rejected[RejectReason::QueueFull as usize].load(Ordering::Relaxed),
             rejected_timeout: i.rejected[RejectReason::Timeout as usize].load(Ordering::Relaxed),
+            rejected_deadline: i.rejected[RejectReason::DeadlineUnreachable as usize].load(Ordering::Relaxed),
             drain_rate_per_sec: i.drain_rate(),
         }
     }

@@ -48,6 +48,8 @@ pub(crate) struct WaitQueue {
     tail: u32,
     free: u32,
     len: usize,
+    /// When the queue last went from empty to non-empty (clock nanoseconds).
+    busy_since: u64,
 }
 
 impl WaitQueue {
@@ -61,18 +63,27 @@ impl WaitQueue {
                 next: if i + 1 < capacity { (i + 1) as u32 } else { NIL },
             })
             .collect();
-        Self { slots, head: NIL, tail: NIL, free: if capacity > 0 { 0 } else { NIL }, len: 0 }
+        Self { slots, head: NIL, tail: NIL, free: if capacity > 0 { 0 } else { NIL }, len: 0, busy_since: 0 }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    /// Joins at the back; `None` if full.
-    pub(crate) fn push(&mut self, waker: Waker) -> Option<Ticket> {
+    /// Whether the queue has been non-empty for longer than `interval` (CoDel's "standing
+    /// queue": a queue that never drains is latency, not a buffer for bursts).
+    pub(crate) fn congested(&self, now: u64, interval: u64) -> bool {
+        self.len > 0 && now.saturating_sub(self.busy_since) > interval
+    }
+
+    /// Joins at the back at time `now`; `None` if full.
+    pub(crate) fn push(&mut self, waker: Waker, now: u64) -> Option<Ticket> {
         let index = self.free;
         if index == NIL {
             return None;
+        }
+        if self.len == 0 {
+            self.busy_since = now;
         }
         let tail = self.tail;
         let slot = &mut self.slots[index as usize];
@@ -171,10 +182,11 @@ mod tests {
     fn fifo_lifo_cancel_and_reuse() {
         let w = Waker::noop();
         let mut q = WaitQueue::new(3);
-        let a = q.push(w.clone()).unwrap();
-        let b = q.push(w.clone()).unwrap();
-        let c = q.push(w.clone()).unwrap();
-        assert!(q.push(w.clone()).is_none());
+        let a = q.push(w.clone(), 0).unwrap();
+        let b = q.push(w.clone(), 0).unwrap();
+        let c = q.push(w.clone(), 0).unwrap();
+        assert!(q.push(w.clone(), 0).is_none());
+        assert!(q.congested(101, 100) && !q.congested(100, 100));
         assert_eq!(q.leave(b), Left::Waiting); // cancelled from the middle
         assert_eq!(q.len(), 2);
         assert!(q.grant(false).is_some()); // a, the oldest
@@ -186,9 +198,9 @@ mod tests {
         assert_eq!(q.leave(a), Left::Granted);
         assert_eq!(q.leave(a), Left::Unknown); // stale
         assert_eq!(q.leave(c), Left::Granted);
-        let d = q.push(w.clone()).unwrap();
+        let d = q.push(w.clone(), 0).unwrap();
         assert_eq!(q.poll(b, w), None, "b's slot was reused: its old ticket is stale");
         assert_eq!(q.leave(d), Left::Waiting);
-        assert!(WaitQueue::new(0).push(w.clone()).is_none());
+        assert!(WaitQueue::new(0).push(w.clone(), 0).is_none());
     }
 }
