@@ -39,6 +39,10 @@ pub struct Scenario {
     pub deadline: Duration,
     /// Halve the workers at this second, if set.
     pub halve_at: Option<u64>,
+    /// The fraction of requests that are critical: they may fill the whole limit, while the
+    /// rest (sheddable) may fill only 80 % of it, as with a
+    /// [`PriorityShedder`](spillway::shed::PriorityShedder).
+    pub critical: f64,
     /// The random seed.
     pub seed: u64,
 }
@@ -52,6 +56,7 @@ impl Default for Scenario {
             seconds: 20,
             deadline: Duration::from_millis(200),
             halve_at: None,
+            critical: 0.0,
             seed: 7,
         }
     }
@@ -119,6 +124,8 @@ pub struct Report {
     pub final_limit: usize,
     /// Goodput per 100 ms window over the whole run, as a fraction of the capacity of the moment.
     pub windows: Vec<f64>,
+    /// Fraction of critical requests answered within the deadline (1 if there were none).
+    pub critical_success: f64,
 }
 
 impl Report {
@@ -160,7 +167,11 @@ impl Rng {
 struct Req {
     arrival: u64,
     in_flight: usize,
+    critical: bool,
 }
+
+/// The share of the limit sheddable requests may fill when some traffic is critical.
+const SHEDDABLE_SHARE: f64 = 0.8;
 
 impl Scenario {
     /// Mean service time in nanoseconds, split as half fixed, half exponential.
@@ -218,6 +229,7 @@ impl Scenario {
 
         let mut next_arrival = rng.exp(arrival_gap) as u64;
         let (mut arrivals, mut rejected, mut good) = (0u64, 0u64, 0u64);
+        let (mut critical_arrivals, mut critical_good) = (0u64, 0u64);
         let mut latencies: Vec<u64> = Vec::new();
         let mut good_windows = vec![0u64; (end / window) as usize + 1];
 
@@ -254,12 +266,19 @@ impl Scenario {
                 }
                 let measured = now >= warmup;
                 arrivals += u64::from(measured);
-                if in_flight >= limit {
+                let critical = self.critical > 0.0 && rng.next() < self.critical;
+                critical_arrivals += u64::from(measured && critical);
+                let ceiling = if critical || self.critical <= 0.0 || limit == usize::MAX {
+                    limit
+                } else {
+                    (limit as f64 * SHEDDABLE_SHARE).ceil() as usize
+                };
+                if in_flight >= ceiling {
                     rejected += u64::from(measured);
                     continue;
                 }
                 in_flight += 1;
-                let req = Req { arrival: now, in_flight };
+                let req = Req { arrival: now, in_flight, critical };
                 if busy < workers {
                     busy += 1;
                     start_service(req, now, &mut rng, &mut running, &mut free_ids, &mut completions);
@@ -278,6 +297,7 @@ impl Scenario {
                 }
                 if req.arrival >= warmup && now <= end {
                     good += u64::from(in_time);
+                    critical_good += u64::from(in_time && req.critical);
                     latencies.push(latency);
                 }
                 if let Some(a) = algorithm.as_mut() {
@@ -333,6 +353,11 @@ impl Scenario {
             p99_ms: q(0.99),
             rejected: if arrivals == 0 { 0.0 } else { rejected as f64 / arrivals as f64 },
             completed: latencies.len(),
+            critical_success: if critical_arrivals == 0 {
+                1.0
+            } else {
+                critical_good as f64 / critical_arrivals as f64
+            },
             final_limit: if limit == usize::MAX { 0 } else { limit },
             windows,
         }
@@ -372,6 +397,26 @@ pub fn print_tables(base: Scenario, loads: &[f64], out: &mut impl std::io::Write
                 ms(r.p99_ms),
                 r.rejected * 100.0,
                 if r.final_limit == 0 { "-".to_string() } else { r.final_limit.to_string() }
+            )?;
+        }
+    }
+    for (critical, label) in
+        [(0.2, "20 % of requests (1.0x C of critical work)"), (0.04, "4 % of requests (0.2x C)")]
+    {
+        writeln!(
+            out,
+            "\n5x load, critical traffic {label}; sheddable requests may fill {:.0} % of the limit",
+            SHEDDABLE_SHARE * 100.0
+        )?;
+        writeln!(out, "  {:<24} {:>8} {:>18}", "controller", "goodput", "critical answered")?;
+        for c in Controller::ALL.into_iter().filter(|&c| c != Controller::Unprotected) {
+            let r = Scenario { load: 5.0, critical, ..base }.run(c);
+            writeln!(
+                out,
+                "  {:<24} {:>7.1}% {:>17.2}%",
+                c.name(),
+                r.goodput * 100.0,
+                r.critical_success * 100.0
             )?;
         }
     }
