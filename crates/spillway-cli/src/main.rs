@@ -44,7 +44,20 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    match run(Cli::parse()) {
+        // `spillway simulate | head`: the reader left; that is not an error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Demo { seconds, produce, consume, queue } => {
             let options = spillway_lab::demo::DemoOptions {
                 seconds,
