@@ -1,6 +1,6 @@
 //! Additive increase, multiplicative decrease.
 
-use super::{LimitAlgorithm, Sample};
+use super::{LimitAlgorithm, Sample, clamp_limit};
 use std::time::Duration;
 
 /// AIMD with the defaults of Netflix's `AIMDLimit`: start at 20; on a drop, or a latency above
@@ -22,7 +22,7 @@ use std::time::Duration;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Aimd {
-    limit: usize,
+    limit: f64,
     min: usize,
     max: usize,
     backoff: f64,
@@ -31,24 +31,12 @@ pub struct Aimd {
 
 impl Default for Aimd {
     fn default() -> Self {
-        Self { limit: 20, min: 20, max: 200, backoff: 0.9, timeout: Duration::from_secs(5) }
+        Self { limit: 20.0, min: 20, max: 200, backoff: 0.9, timeout: Duration::from_secs(5) }
     }
 }
 
 impl Aimd {
-    /// The limit's bounds.
-    pub fn with_bounds(mut self, min: usize, max: usize) -> Self {
-        self.min = min.max(1);
-        self.max = max.max(self.min);
-        self.limit = self.limit.clamp(self.min, self.max);
-        self
-    }
-
-    /// The starting limit.
-    pub fn with_initial(mut self, limit: usize) -> Self {
-        self.limit = limit.clamp(self.min, self.max);
-        self
-    }
+    limit_builders!();
 
     /// The factor applied on a drop (0.5..1).
     pub fn with_backoff(mut self, ratio: f64) -> Self {
@@ -65,15 +53,15 @@ impl Aimd {
 
 impl LimitAlgorithm for Aimd {
     fn limit(&self) -> usize {
-        self.limit
+        self.limit as usize
     }
 
     fn on_sample(&mut self, s: Sample) -> usize {
         if s.dropped || s.latency > self.timeout {
-            self.limit = ((self.limit as f64 * self.backoff) as usize).max(self.min);
-        } else if s.in_flight * 2 >= self.limit {
-            self.limit = (self.limit + 1).min(self.max);
+            self.limit = clamp_limit((self.limit * self.backoff).floor(), self.min, self.max);
+        } else if s.in_flight as f64 * 2.0 >= self.limit {
+            self.limit = clamp_limit(self.limit + 1.0, self.min, self.max);
         }
-        self.limit
+        self.limit()
     }
 }

@@ -64,13 +64,7 @@ impl Default for Gradient {
 }
 
 impl Gradient {
-    /// The limit's bounds.
-    pub fn with_bounds(mut self, min: usize, max: usize) -> Self {
-        self.min = min.max(1);
-        self.max = max.max(self.min);
-        self.limit = clamp_limit(self.limit, self.min, self.max);
-        self
-    }
+    limit_builders!();
 
     /// Samples per update (default 100).
     pub fn with_window(mut self, samples: usize) -> Self {

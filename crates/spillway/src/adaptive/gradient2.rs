@@ -56,19 +56,7 @@ impl Default for Gradient2 {
 }
 
 impl Gradient2 {
-    /// The limit's bounds.
-    pub fn with_bounds(mut self, min: usize, max: usize) -> Self {
-        self.min = min.max(1);
-        self.max = max.max(self.min);
-        self.limit = clamp_limit(self.limit, self.min, self.max);
-        self
-    }
-
-    /// The starting limit.
-    pub fn with_initial(mut self, limit: usize) -> Self {
-        self.limit = clamp_limit(limit as f64, self.min, self.max);
-        self
-    }
+    limit_builders!();
 
     /// The queue allowance added at each update (default 4).
     pub fn with_queue_size(mut self, queue: f64) -> Self {

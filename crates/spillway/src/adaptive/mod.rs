@@ -30,6 +30,25 @@
 //! assert!(vegas.limit() > before);
 //! ```
 
+/// `with_bounds` and `with_initial` for an algorithm with `limit: f64`, `min` and `max` fields.
+macro_rules! limit_builders {
+    () => {
+        /// The limit's bounds (`min` at least 1).
+        pub fn with_bounds(mut self, min: usize, max: usize) -> Self {
+            self.min = min.max(1);
+            self.max = max.max(self.min);
+            self.limit = super::clamp_limit(self.limit, self.min, self.max);
+            self
+        }
+
+        /// The starting limit (within the bounds).
+        pub fn with_initial(mut self, limit: usize) -> Self {
+            self.limit = super::clamp_limit(limit as f64, self.min, self.max);
+            self
+        }
+    };
+}
+
 mod aimd;
 mod gradient;
 mod gradient2;

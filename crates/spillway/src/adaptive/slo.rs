@@ -48,19 +48,7 @@ impl Slo {
         }
     }
 
-    /// The limit's bounds.
-    pub fn with_bounds(mut self, min: usize, max: usize) -> Self {
-        self.min = min.max(1);
-        self.max = max.max(self.min);
-        self.limit = clamp_limit(self.limit, self.min, self.max);
-        self
-    }
-
-    /// The starting limit.
-    pub fn with_initial(mut self, limit: usize) -> Self {
-        self.limit = clamp_limit(limit as f64, self.min, self.max);
-        self
-    }
+    limit_builders!();
 
     /// Samples per decision (default 100).
     pub fn with_window(mut self, samples: usize) -> Self {
