@@ -118,7 +118,8 @@ impl Controller {
     }
 }
 
-/// What a run measured (after the first quarter, which is warm-up).
+/// What a run measured: requests arriving after the first quarter (warm-up) and at least one
+/// deadline before the end, so that every measured request's fate is known.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     /// Answers within the deadline per second, as a fraction of capacity.
@@ -137,6 +138,8 @@ pub struct Report {
     pub windows: Vec<f64>,
     /// Fraction of critical requests answered within the deadline (1 if there were none).
     pub critical_success: f64,
+    /// Fraction of critical requests refused at the limit.
+    pub critical_rejected: f64,
 }
 
 impl Report {
@@ -224,6 +227,10 @@ impl Scenario {
         let end = self.seconds * SEC;
         let warmup = end / 4;
         let deadline = self.deadline.as_nanos() as u64;
+        // Arrivals measured: after the warm-up, and early enough that their fate is known by the
+        // end (the run keeps serving admitted work after its last arrival).
+        let measure_end = end.saturating_sub(deadline).max(warmup + 1);
+        let measured_at = |t: u64| t >= warmup && t < measure_end;
         let arrival_gap = SEC as f64 / (self.capacity() * self.load);
         let window = WINDOW.as_nanos() as u64;
 
@@ -239,7 +246,7 @@ impl Scenario {
 
         let mut next_arrival = rng.exp(arrival_gap) as u64;
         let (mut arrivals, mut rejected, mut good) = (0u64, 0u64, 0u64);
-        let (mut critical_arrivals, mut critical_good) = (0u64, 0u64);
+        let (mut critical_arrivals, mut critical_good, mut critical_rejected) = (0u64, 0u64, 0u64);
         let mut latencies: Vec<u64> = Vec::new();
         let mut good_windows = vec![0u64; (end / window) as usize + 1];
 
@@ -274,7 +281,7 @@ impl Scenario {
                 {
                     workers = (self.workers / 2).max(1);
                 }
-                let measured = now >= warmup;
+                let measured = measured_at(now);
                 arrivals += u64::from(measured);
                 let critical = self.critical > 0.0 && rng.next() < self.critical;
                 critical_arrivals += u64::from(measured && critical);
@@ -289,6 +296,7 @@ impl Scenario {
                         waiting.push_back((now, critical));
                     } else {
                         rejected += u64::from(measured);
+                        critical_rejected += u64::from(measured && critical);
                     }
                     continue;
                 }
@@ -310,7 +318,7 @@ impl Scenario {
                 if in_time {
                     good_windows[(now / window).min(end / window) as usize] += 1;
                 }
-                if req.arrival >= warmup && now <= end {
+                if measured_at(req.arrival) {
                     good += u64::from(in_time);
                     critical_good += u64::from(in_time && req.critical);
                     latencies.push(latency);
@@ -330,7 +338,8 @@ impl Scenario {
                     let (arrived, critical) = waiting[i];
                     if now - arrived > queue_timeout {
                         waiting.remove(i);
-                        rejected += u64::from(arrived >= warmup);
+                        rejected += u64::from(measured_at(arrived));
+                        critical_rejected += u64::from(measured_at(arrived) && critical);
                         continue;
                     }
                     let ceiling = if critical || self.critical <= 0.0 || limit == usize::MAX {
@@ -363,7 +372,7 @@ impl Scenario {
                 .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
                 .map_or(0.0, |&l| l as f64 / 1e6)
         };
-        let measured_secs = (end - warmup) as f64 / 1e9;
+        let measured_secs = (measure_end - warmup) as f64 / 1e9;
         let capacity_at = |w: usize| {
             let t = w as u64 * window;
             let workers = match self.halve_at {
@@ -380,7 +389,7 @@ impl Scenario {
             .collect();
         let mean_capacity = match self.halve_at {
             Some(h) if h * SEC > warmup => {
-                let full = (h * SEC - warmup) as f64 / 1e9;
+                let full = (h * SEC).min(measure_end).saturating_sub(warmup) as f64 / 1e9;
                 (full * self.capacity() + (measured_secs - full) * self.capacity() / 2.0) / measured_secs
             }
             Some(_) => self.capacity() / 2.0,
@@ -392,6 +401,7 @@ impl Scenario {
             p99_ms: q(0.99),
             rejected: if arrivals == 0 { 0.0 } else { rejected as f64 / arrivals as f64 },
             completed: latencies.len(),
+            critical_rejected: critical_rejected as f64 / critical_arrivals.max(1) as f64,
             critical_success: if critical_arrivals == 0 {
                 1.0
             } else {
@@ -439,23 +449,26 @@ pub fn print_tables(base: Scenario, loads: &[f64], out: &mut impl std::io::Write
             )?;
         }
     }
-    for (critical, label) in
-        [(0.2, "20 % of requests (1.0x C of critical work)"), (0.04, "4 % of requests (0.2x C)")]
-    {
+    for (critical, label) in [(0.04, "0.2x C (4 % of requests)"), (0.2, "1.0x C (20 % of requests)")] {
         writeln!(
             out,
-            "\n5x load, critical traffic {label}; sheddable requests may fill {:.0} % of the limit",
+            "\n5x load, critical work at {label}; sheddable requests may fill {:.0} % of the limit",
             base.sheddable_share * 100.0
         )?;
-        writeln!(out, "  {:<24} {:>8} {:>18}", "controller", "goodput", "critical answered")?;
+        writeln!(
+            out,
+            "  {:<24} {:>8} {:>18} {:>17}",
+            "controller", "goodput", "critical answered", "critical refused"
+        )?;
         for c in Controller::ALL.into_iter().filter(|&c| c != Controller::Unprotected) {
             let r = Scenario { load: 5.0, critical, ..base }.run(c);
             writeln!(
                 out,
-                "  {:<24} {:>7.1}% {:>17.2}%",
+                "  {:<24} {:>7.1}% {:>17.2}% {:>16.2}%",
                 c.name(),
                 r.goodput * 100.0,
-                r.critical_success * 100.0
+                r.critical_success * 100.0,
+                r.critical_rejected * 100.0
             )?;
         }
     }
