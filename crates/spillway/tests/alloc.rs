@@ -3,12 +3,15 @@
 //! One test function on purpose: the allocator is global, and tests in one binary run on
 //! parallel threads.
 
+use spillway::adaptive::{AdaptiveLimiter, Gradient, Vegas, Windowed};
+use spillway::breaker::{BreakerConfig, CircuitBreaker};
 use spillway::channel::{OverflowPolicy, channel};
 use spillway::limit::ConcurrencyLimiter;
 use spillway::rate::{
     FixedWindow, Gcra, KeyedLimiter, LeakyBucket, Quota, RateLimit, RateLimiter, SlidingLog, SlidingWindow,
     TokenBucket,
 };
+use spillway::shed::{Criticality, PriorityShedder};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use std::alloc::System;
 use std::hint::black_box;
@@ -64,6 +67,17 @@ fn hot_paths_do_not_allocate() {
     let full = ConcurrencyLimiter::new(1);
     let _held = full.try_acquire().unwrap();
     assert_eq!(allocations(|| full.try_acquire().is_err()), 0, "try_acquire rejected");
+
+    let shedder = PriorityShedder::new(ConcurrencyLimiter::new(100));
+    assert_eq!(allocations(|| drop(shedder.try_acquire(Criticality::Sheddable))), 0, "priority shedder");
+
+    let breaker = CircuitBreaker::new(BreakerConfig::default());
+    assert_eq!(allocations(|| breaker.try_acquire().map(|p| p.success()).is_ok()), 0, "breaker call");
+
+    let adaptive = AdaptiveLimiter::new(Gradient::default(), ConcurrencyLimiter::new(1));
+    assert_eq!(allocations(|| adaptive.try_acquire().map(|p| p.success()).is_ok()), 0, "adaptive permit");
+    let windowed = AdaptiveLimiter::new(Windowed::new(Vegas::default(), 200), ConcurrencyLimiter::new(1));
+    assert_eq!(allocations(|| windowed.try_acquire().map(|p| p.success()).is_ok()), 0, "windowed vegas");
 
     for policy in [OverflowPolicy::Reject, OverflowPolicy::DropOldest, OverflowPolicy::DropNewest] {
         let (tx, rx) = channel::<u64>(64, policy);
