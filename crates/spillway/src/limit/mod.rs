@@ -596,6 +596,31 @@ impl<C: Clock> ConcurrencyLimiter<C> {
         }
     }
 
+    /// [`try_acquire_owned`](Self::try_acquire_owned) for callers that fall back to
+    /// [`acquire_owned`](Self::acquire_owned) when it fails: `None` instead of a [`Rejected`],
+    /// so no rejection is counted and no `retry_after` computed.
+    ///
+    /// ```
+    /// use spillway::limit::ConcurrencyLimiter;
+    ///
+    /// let limiter = ConcurrencyLimiter::new(1);
+    /// let held = limiter.try_take_owned().unwrap();
+    /// assert!(limiter.try_take_owned().is_none());
+    /// assert_eq!(limiter.stats().rejected_at_capacity, 0);
+    /// # drop(held);
+    /// ```
+    #[inline]
+    pub fn try_take_owned(&self) -> Option<OwnedPermit<C>> {
+        let inner = &*self.inner;
+        (inner.waiting.load(Ordering::Relaxed) == 0 && inner.try_take())
+            .then(|| OwnedPermit { inner: self.inner.clone() })
+    }
+
+    /// The wait queue's capacity (0: no queue, `acquire` refuses at once when at the limit).
+    pub fn queue_capacity(&self) -> usize {
+        self.inner.queue_capacity
+    }
+
     #[inline]
     fn try_take(&self) -> Result<(), Rejected> {
         let inner = &*self.inner;

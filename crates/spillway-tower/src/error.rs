@@ -1,0 +1,70 @@
+//! The one rejection type every layer returns.
+
+use spillway::limit::{RejectReason, Rejected};
+use spillway::rate::Decision;
+use std::time::Duration;
+
+/// The error type of tower services: anything, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a layer refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The concurrency limit, its queue or its queue timeout.
+    Concurrency(RejectReason),
+    /// A rate limit: answer 429.
+    RateLimited {
+        /// The limit of the policy that refused.
+        limit: u32,
+        /// Time until the limit is fully replenished.
+        reset: Duration,
+    },
+}
+
+/// A request refused by a Spillway layer, with when to retry. Found in a service's
+/// [`BoxError`] with `downcast_ref::<Overloaded>()`.
+///
+/// ```
+/// use spillway_tower::{BoxError, Overloaded};
+///
+/// fn retry_after(err: &BoxError) -> Option<std::time::Duration> {
+///     err.downcast_ref::<Overloaded>().map(Overloaded::retry_after)
+/// }
+/// # let _ = retry_after;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("overloaded ({reason:?}); retry after {retry_after:?}")]
+pub struct Overloaded {
+    reason: Reason,
+    retry_after: Duration,
+}
+
+impl Overloaded {
+    /// Why.
+    pub fn reason(&self) -> Reason {
+        self.reason
+    }
+
+    /// When it is worth retrying.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+
+    /// Whether this is a rate limit (429) rather than overload (503/504).
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self.reason, Reason::RateLimited { .. })
+    }
+}
+
+impl From<Rejected> for Overloaded {
+    fn from(r: Rejected) -> Self {
+        Self { reason: Reason::Concurrency(r.reason()), retry_after: r.retry_after() }
+    }
+}
+
+impl From<Decision> for Overloaded {
+    fn from(d: Decision) -> Self {
+        Self { reason: Reason::RateLimited { limit: d.limit, reset: d.reset }, retry_after: d.retry_after }
+    }
+}

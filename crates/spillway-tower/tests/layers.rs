@@ -1,0 +1,126 @@
+//! The two classic tower pitfalls, and the layers' answers, on tower-test mocks and real tasks.
+
+use spillway::clock::ManualClock;
+use spillway::limit::{ConcurrencyLimiter, RejectReason};
+use spillway::rate::{Gcra, KeyedLimiter, Quota};
+use spillway_tower::{ConcurrencyLimitLayer, Overloaded, RateLimitLayer, Reason};
+use std::convert::Infallible;
+use std::time::Duration;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+fn echo()
+-> impl Service<u32, Response = u32, Error = Infallible, Future = std::future::Ready<Result<u32, Infallible>>>
++ Clone {
+    service_fn(|x: u32| std::future::ready(Ok(x)))
+}
+
+/// tower's `RateLimit` keeps one bucket per clone, so behind `Buffer` or per-request clones a
+/// 5/s limit lets 1 500 requests through 300 clones. Ours shares one: exactly 5.
+#[tokio::test]
+async fn rate_limit_state_is_shared_by_every_clone() {
+    let limiter = KeyedLimiter::with_clock(Gcra::new(Quota::per_second(5).unwrap()), 16, ManualClock::new());
+    let svc = RateLimitLayer::new(limiter, |_: &u32| "everyone").layer(echo());
+    let mut admitted = 0;
+    for i in 0..300 {
+        for _ in 0..5 {
+            if svc.clone().oneshot(i).await.is_ok() {
+                admitted += 1;
+            }
+        }
+    }
+    assert_eq!(admitted, 5);
+
+    // The same through a Buffer, with concurrent callers.
+    let limiter = KeyedLimiter::with_clock(Gcra::new(Quota::per_second(5).unwrap()), 16, ManualClock::new());
+    let buffered = tower::buffer::Buffer::new(RateLimitLayer::new(limiter, |_: &u32| 0u8).layer(echo()), 64);
+    let mut tasks = Vec::new();
+    for i in 0..1500 {
+        let svc = buffered.clone();
+        tasks.push(tokio::spawn(async move { svc.oneshot(i).await.is_ok() }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += usize::from(t.await.unwrap());
+    }
+    assert_eq!(ok, 5);
+}
+
+/// tower's `ConcurrencyLimit` takes its permit in `poll_ready`: clones that get ready and never
+/// call hold the capacity and everyone else waits forever. Ours takes it in `call`.
+#[tokio::test]
+async fn poll_ready_never_holds_capacity() {
+    let layer = ConcurrencyLimitLayer::new(ConcurrencyLimiter::new(1));
+    let svc = layer.layer(echo());
+    let mut idle: Vec<_> = (0..100).map(|_| svc.clone()).collect();
+    for s in &mut idle {
+        s.ready().await.unwrap(); // ready, and never called
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(5), svc.clone().oneshot(7)).await;
+    assert_eq!(answer.expect("not starved").unwrap(), 7);
+
+    // tower's own limit, for contrast: one idle ready clone starves the rest.
+    let theirs = tower::limit::ConcurrencyLimitLayer::new(1).layer(echo());
+    let mut idle = theirs.clone();
+    idle.ready().await.unwrap();
+    let starved = tokio::time::timeout(Duration::from_millis(50), theirs.clone().oneshot(7)).await;
+    assert!(starved.is_err(), "tower's ConcurrencyLimit holds a permit from poll_ready");
+}
+
+#[tokio::test]
+async fn concurrency_limit_queues_then_refuses_with_retry_after() {
+    let limiter = ConcurrencyLimiter::builder(1).queue(1).queue_timeout(Duration::from_millis(200)).build();
+    let (mock, mut handle) = tower_test::mock::pair::<u32, u32>();
+    let svc = ConcurrencyLimitLayer::new(limiter.clone()).layer(mock);
+    handle.allow(10);
+    let first = tokio::spawn(svc.clone().oneshot(1));
+    let (req, respond) = handle.next_request().await.unwrap();
+    assert_eq!(req, 1);
+    // The second waits in the queue; the third finds it full.
+    let second = tokio::spawn(svc.clone().oneshot(2));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(limiter.stats().waiting, 1);
+    let third = svc.clone().oneshot(3).await.unwrap_err();
+    let overloaded = third.downcast_ref::<Overloaded>().expect("an Overloaded error");
+    assert_eq!(overloaded.reason(), Reason::Concurrency(RejectReason::QueueFull));
+    assert!(overloaded.retry_after() > Duration::ZERO);
+    // The first completes: its permit goes to the second.
+    respond.send_response(10);
+    assert_eq!(first.await.unwrap().unwrap(), 10);
+    let (req, respond) = handle.next_request().await.unwrap();
+    assert_eq!(req, 2);
+    respond.send_response(20);
+    assert_eq!(second.await.unwrap().unwrap(), 20);
+    assert_eq!(limiter.in_flight(), 0);
+}
+
+/// A response future dropped mid-flight (a client that went away) releases its permit.
+#[tokio::test]
+async fn a_dropped_response_future_releases_its_permit() {
+    let limiter = ConcurrencyLimiter::new(1);
+    let (mock, mut handle) = tower_test::mock::pair::<u32, u32>();
+    let mut svc = ConcurrencyLimitLayer::new(limiter.clone()).layer(mock);
+    handle.allow(10);
+    let fut = svc.ready().await.unwrap().call(1);
+    assert_eq!(limiter.in_flight(), 1);
+    drop(fut);
+    assert_eq!(limiter.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn rate_limited_requests_never_reach_the_inner_service() {
+    let (mock, mut handle) = tower_test::mock::pair::<u32, u32>();
+    let limiter = KeyedLimiter::with_clock(Gcra::new(Quota::per_hour(1).unwrap()), 16, ManualClock::new());
+    let mut svc = RateLimitLayer::new(limiter, |req: &u32| *req % 2).layer(mock);
+    handle.allow(10);
+    let ok = svc.ready().await.unwrap().call(2);
+    let (req, respond) = handle.next_request().await.unwrap();
+    assert_eq!(req, 2);
+    respond.send_response(2);
+    assert_eq!(ok.await.unwrap(), 2);
+    let err = svc.ready().await.unwrap().call(4).await.unwrap_err();
+    let o = err.downcast_ref::<Overloaded>().unwrap();
+    assert!(o.is_rate_limited());
+    assert_eq!(o.retry_after(), Duration::from_secs(3600));
+    // Nothing else reached the mock.
+    assert!(tokio::time::timeout(Duration::from_millis(20), handle.next_request()).await.is_err());
+}
