@@ -8,13 +8,19 @@ mod channel;
 mod harness;
 mod limit;
 mod rate;
+mod tower_layers;
 
 use harness::Row;
 
 /// A named set of rows.
 type Group = (&'static str, fn(usize) -> Vec<Row>);
 
-const GROUPS: &[Group] = &[("rate", rate::rows), ("limit", limit::rows), ("channel", channel::rows)];
+const GROUPS: &[Group] = &[
+    ("rate", rate::rows),
+    ("limit", limit::rows),
+    ("channel", channel::rows),
+    ("tower", tower_layers::rows),
+];
 
 fn main() {
     let json = std::env::args().any(|a| a == "--json");

@@ -33,3 +33,8 @@ pub mod rate;
 pub use concurrency::{ConcurrencyLimit, ConcurrencyLimitLayer};
 pub use error::{BoxError, Overloaded, Reason};
 pub use rate::{KeyExtractor, RateLimit, RateLimitLayer};
+
+/// The README's examples (library and layers), compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -38,8 +38,3 @@ mod park;
 pub mod rate;
 pub mod shed;
 mod sync;
-
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;
