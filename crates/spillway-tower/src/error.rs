@@ -13,6 +13,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum Reason {
     /// The concurrency limit, its queue or its queue timeout.
     Concurrency(RejectReason),
+    /// Shed to keep room for more important work (the class of the refused request).
+    Shed(spillway::shed::Criticality),
     /// A rate limit: answer 429.
     RateLimited {
         /// The limit of the policy that refused.
@@ -60,6 +62,12 @@ impl Overloaded {
 impl From<Rejected> for Overloaded {
     fn from(r: Rejected) -> Self {
         Self { reason: Reason::Concurrency(r.reason()), retry_after: r.retry_after() }
+    }
+}
+
+impl Overloaded {
+    pub(crate) fn shed(class: spillway::shed::Criticality, r: Rejected) -> Self {
+        Self { reason: Reason::Shed(class), retry_after: r.retry_after() }
     }
 }
 

@@ -29,10 +29,12 @@
 pub mod concurrency;
 mod error;
 pub mod rate;
+pub mod shed;
 
 pub use concurrency::{ConcurrencyLimit, ConcurrencyLimitLayer};
 pub use error::{BoxError, Overloaded, Reason};
 pub use rate::{KeyExtractor, RateLimit, RateLimitLayer};
+pub use shed::{LoadShed, LoadShedLayer};
 
 /// The README's examples (library and layers), compiled and run as doctests.
 #[cfg(doctest)]

@@ -124,3 +124,40 @@ async fn rate_limited_requests_never_reach_the_inner_service() {
     // Nothing else reached the mock.
     assert!(tokio::time::timeout(Duration::from_millis(20), handle.next_request()).await.is_err());
 }
+
+/// Sheddable work is refused first and critical work keeps its room, across clones.
+#[tokio::test]
+async fn load_shed_refuses_lower_classes_first() {
+    use spillway::shed::{Criticality, PriorityShedder};
+    use spillway_tower::LoadShedLayer;
+    let shedder = PriorityShedder::new(ConcurrencyLimiter::new(10));
+    let (mock, mut handle) = tower_test::mock::pair::<Criticality, ()>();
+    let svc = LoadShedLayer::new(shedder, |c: &Criticality| *c).layer(mock);
+    handle.allow(100);
+    // Hold five sheddable requests in flight (the class's 50 % of 10).
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let mut s = svc.clone();
+        held.push(s.ready().await.unwrap().call(Criticality::Sheddable));
+    }
+    let mut s = svc.clone();
+    let err = s.ready().await.unwrap().call(Criticality::Sheddable).await.unwrap_err();
+    let o = err.downcast_ref::<Overloaded>().unwrap();
+    assert_eq!(o.reason(), Reason::Shed(Criticality::Sheddable));
+    // Critical work still gets in, up to its 90 %.
+    for _ in 0..4 {
+        let mut s = svc.clone();
+        held.push(s.ready().await.unwrap().call(Criticality::Critical));
+    }
+    let mut s = svc.clone();
+    assert!(s.ready().await.unwrap().call(Criticality::Critical).await.is_err());
+    let mut s = svc.clone();
+    held.push(s.ready().await.unwrap().call(Criticality::CriticalPlus));
+    drop(held);
+    // All released: the sheddable class is admitted again.
+    let mut s = svc.clone();
+    let f = s.ready().await.unwrap().call(Criticality::Sheddable);
+    let (_, respond) = handle.next_request().await.unwrap();
+    respond.send_response(());
+    drop(f);
+}

@@ -588,9 +588,20 @@ impl<C: Clock> ConcurrencyLimiter<C> {
     /// ```
     #[inline]
     pub fn try_acquire_within(&self, ceiling: usize) -> Result<Permit<'_, C>, Rejected> {
+        self.take_within(ceiling).map(|()| Permit { inner: &self.inner })
+    }
+
+    /// [`try_acquire_within`](Self::try_acquire_within) with an owned permit.
+    #[inline]
+    pub fn try_acquire_within_owned(&self, ceiling: usize) -> Result<OwnedPermit<C>, Rejected> {
+        self.take_within(ceiling).map(|()| OwnedPermit { inner: self.inner.clone() })
+    }
+
+    #[inline]
+    fn take_within(&self, ceiling: usize) -> Result<(), Rejected> {
         let inner = &*self.inner;
         if inner.waiting.load(Ordering::Relaxed) == 0 && inner.try_take_below(ceiling as u64) {
-            Ok(Permit { inner })
+            Ok(())
         } else {
             Err(inner.reject(RejectReason::AtCapacity))
         }

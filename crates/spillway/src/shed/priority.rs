@@ -1,7 +1,7 @@
 //! Criticality classes and the priority shedder.
 
 use crate::clock::{Clock, CoarseClock};
-use crate::limit::{ConcurrencyLimiter, Permit, Rejected};
+use crate::limit::{ConcurrencyLimiter, OwnedPermit, Permit, Rejected};
 use std::fmt;
 use std::str::FromStr;
 
@@ -113,9 +113,20 @@ impl<C: Clock> PriorityShedder<C> {
     /// Admits a request of `class`, or refuses it.
     #[inline]
     pub fn try_acquire(&self, class: Criticality) -> Result<Permit<'_, C>, Rejected> {
-        let limit = self.limiter.limit();
-        let ceiling = (limit as f64 * self.shares[class as usize]).ceil() as usize;
-        self.limiter.try_acquire_within(ceiling.max(usize::from(class == Criticality::CriticalPlus)))
+        self.limiter.try_acquire_within(self.ceiling(class))
+    }
+
+    /// [`try_acquire`](Self::try_acquire) with an owned permit (for moving into a future).
+    #[inline]
+    pub fn try_acquire_owned(&self, class: Criticality) -> Result<OwnedPermit<C>, Rejected> {
+        self.limiter.try_acquire_within_owned(self.ceiling(class))
+    }
+
+    /// How many may be in flight when a request of `class` is admitted.
+    #[inline]
+    fn ceiling(&self, class: Criticality) -> usize {
+        let ceiling = (self.limiter.limit() as f64 * self.shares[class as usize]).ceil() as usize;
+        ceiling.max(usize::from(class == Criticality::CriticalPlus))
     }
 
     /// The shared limiter (to change its limit, or read its stats).
