@@ -15,6 +15,8 @@ pub enum Reason {
     Concurrency(RejectReason),
     /// Shed to keep room for more important work (the class of the refused request).
     Shed(spillway::shed::Criticality),
+    /// The circuit breaker in front of the service is open.
+    BreakerOpen,
     /// A rate limit: answer 429.
     RateLimited {
         /// The limit of the policy that refused.
@@ -68,6 +70,12 @@ impl From<Rejected> for Overloaded {
 impl Overloaded {
     pub(crate) fn shed(class: spillway::shed::Criticality, r: Rejected) -> Self {
         Self { reason: Reason::Shed(class), retry_after: r.retry_after() }
+    }
+}
+
+impl From<spillway::breaker::BreakerOpen> for Overloaded {
+    fn from(b: spillway::breaker::BreakerOpen) -> Self {
+        Self { reason: Reason::BreakerOpen, retry_after: b.retry_after() }
     }
 }
 

@@ -26,11 +26,13 @@
 //!
 //! [tower]: https://docs.rs/tower
 
+pub mod breaker;
 pub mod concurrency;
 mod error;
 pub mod rate;
 pub mod shed;
 
+pub use breaker::{CircuitBreaker, CircuitBreakerLayer, Classify, ErrorsAreFailures};
 pub use concurrency::{ConcurrencyLimit, ConcurrencyLimitLayer};
 pub use error::{BoxError, Overloaded, Reason};
 pub use rate::{KeyExtractor, RateLimit, RateLimitLayer};

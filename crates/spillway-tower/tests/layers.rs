@@ -161,3 +161,49 @@ async fn load_shed_refuses_lower_classes_first() {
     respond.send_response(());
     drop(f);
 }
+
+/// The breaker layer counts the inner service's failures, opens, refuses without calling, and
+/// half-opens at `retry_after`; a cancelled call counts for nothing.
+#[tokio::test]
+async fn breaker_layer_opens_and_recovers() {
+    use spillway::breaker::{BreakerConfig, BreakerState, CircuitBreaker, Window};
+    use spillway_tower::CircuitBreakerLayer;
+    let clock = ManualClock::new();
+    let config = BreakerConfig {
+        window: Window::Count(4),
+        minimum_calls: 4,
+        open_duration: Duration::from_secs(10),
+        open_jitter: 0.0,
+        half_open_calls: 1,
+        ..BreakerConfig::default()
+    };
+    let layer = CircuitBreakerLayer::new(CircuitBreaker::with_clock(config, clock.clone()))
+        .with_classifier(|r: &Result<u16, spillway_tower::BoxError>| matches!(r, Ok(500..) | Err(_)));
+    let breaker = layer.breaker().clone();
+    let (mock, mut handle) = tower_test::mock::pair::<(), u16>();
+    let svc = layer.layer(mock);
+    handle.allow(100);
+    // A cancelled call: not counted.
+    let mut s = svc.clone();
+    drop(s.ready().await.unwrap().call(()));
+    let _ = handle.next_request().await;
+    assert_eq!(breaker.stats().calls_in_window, 0);
+    for _ in 0..4 {
+        let call = tokio::spawn(svc.clone().oneshot(()));
+        let (_, respond) = handle.next_request().await.unwrap();
+        respond.send_response(503);
+        assert_eq!(call.await.unwrap().unwrap(), 503);
+    }
+    assert_eq!(breaker.state(), BreakerState::Open);
+    let err = svc.clone().oneshot(()).await.unwrap_err();
+    let o = err.downcast_ref::<Overloaded>().unwrap();
+    assert_eq!((o.reason(), o.retry_after()), (Reason::BreakerOpen, Duration::from_secs(10)));
+    assert!(tokio::time::timeout(Duration::from_millis(20), handle.next_request()).await.is_err());
+    // Half-open at retry_after: one trial, which succeeds and closes the breaker.
+    clock.advance(Duration::from_secs(10));
+    let call = tokio::spawn(svc.clone().oneshot(()));
+    let (_, respond) = handle.next_request().await.unwrap();
+    respond.send_response(200);
+    assert_eq!(call.await.unwrap().unwrap(), 200);
+    assert_eq!(breaker.state(), BreakerState::Closed);
+}

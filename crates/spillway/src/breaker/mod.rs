@@ -264,6 +264,23 @@ impl<C: Clock> CircuitBreaker<C> {
 
     /// Asks to make a call: a permit to report its outcome on, or a refusal saying when to retry.
     pub fn try_acquire(&self) -> Result<BreakerPermit<'_, C>, BreakerOpen> {
+        let admission = self.try_admit()?;
+        Ok(BreakerPermit { breaker: self, admission: Some(admission) })
+    }
+
+    /// [`try_acquire`](Self::try_acquire) as a plain token, for callers that cannot hold a
+    /// borrow (a response future): every [`Admission`] must be handed back to
+    /// [`finish`](Self::finish).
+    ///
+    /// ```
+    /// use spillway::breaker::{BreakerConfig, CircuitBreaker};
+    ///
+    /// let breaker = CircuitBreaker::new(BreakerConfig::default());
+    /// let call = breaker.try_admit().unwrap();
+    /// breaker.finish(call, Some(false)); // succeeded; `None` for a cancelled call
+    /// assert_eq!(breaker.stats().calls_in_window, 1);
+    /// ```
+    pub fn try_admit(&self) -> Result<Admission, BreakerOpen> {
         let trial = match self.state.load(Ordering::Acquire) {
             CLOSED | DISABLED | METRICS_ONLY => false,
             FORCED_OPEN => return Err(self.refuse(nanos(self.config.open_duration))),
@@ -282,7 +299,7 @@ impl<C: Clock> CircuitBreaker<C> {
                 } else if state != HALF_OPEN {
                     // Changed under us (closed or forced): decide again.
                     drop(inner);
-                    return self.try_acquire();
+                    return self.try_admit();
                 }
                 if inner.trials_started >= self.config.half_open_calls.max(1) {
                     return Err(self.refuse(nanos(self.config.slow_call).max(1_000_000)));
@@ -291,7 +308,23 @@ impl<C: Clock> CircuitBreaker<C> {
                 true
             }
         };
-        Ok(BreakerPermit { breaker: self, start: self.clock.now_precise(), trial, done: false })
+        Ok(Admission { start: self.clock.now_precise(), trial })
+    }
+
+    /// Reports how an admitted call went: `Some(failed)`, or `None` if it was cancelled (it then
+    /// counts for nothing, and a half-open trial slot is handed back).
+    pub fn finish(&self, admission: Admission, failed: Option<bool>) {
+        match failed {
+            Some(failed) => {
+                let elapsed = self.clock.now_precise().saturating_sub(admission.start);
+                self.record(failed, elapsed, admission.trial);
+            }
+            None if admission.trial => {
+                let mut inner = self.lock();
+                inner.trials_started = inner.trials_started.saturating_sub(1);
+            }
+            None => {}
+        }
     }
 
     fn refuse(&self, retry_ns: u64) -> BreakerOpen {
@@ -426,42 +459,46 @@ impl<C: Clock> CircuitBreaker<C> {
 #[must_use = "report the call's outcome with success() or failure()"]
 pub struct BreakerPermit<'a, C: Clock = CoarseClock> {
     breaker: &'a CircuitBreaker<C>,
-    start: u64,
-    trial: bool,
-    done: bool,
+    admission: Option<Admission>,
 }
 
 impl<C: Clock> BreakerPermit<'_, C> {
     /// The call succeeded (it may still count as slow).
     pub fn success(mut self) {
-        self.finish(false);
+        self.report(Some(false));
     }
 
     /// The call failed.
     pub fn failure(mut self) {
-        self.finish(true);
+        self.report(Some(true));
     }
 
-    fn finish(&mut self, failed: bool) {
-        self.done = true;
-        let elapsed = self.breaker.clock.now_precise().saturating_sub(self.start);
-        self.breaker.record(failed, elapsed, self.trial);
+    fn report(&mut self, failed: Option<bool>) {
+        if let Some(a) = self.admission.take() {
+            self.breaker.finish(a, failed);
+        }
     }
 }
 
 impl<C: Clock> Drop for BreakerPermit<'_, C> {
     fn drop(&mut self) {
-        if self.trial && !self.done {
-            let mut inner = self.breaker.lock();
-            inner.trials_started = inner.trials_started.saturating_sub(1);
-        }
+        self.report(None);
     }
 }
 
 impl<C: Clock> fmt::Debug for BreakerPermit<'_, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BreakerPermit").field("trial", &self.trial).field("done", &self.done).finish()
+        f.debug_struct("BreakerPermit").field("admission", &self.admission).finish()
     }
+}
+
+/// A call admitted by [`CircuitBreaker::try_admit`]: when it started and whether it is a
+/// half-open trial. Hand it back to [`CircuitBreaker::finish`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "hand the admission back to CircuitBreaker::finish"]
+pub struct Admission {
+    start: u64,
+    trial: bool,
 }
 
 impl<C: Clock> fmt::Debug for CircuitBreaker<C> {
