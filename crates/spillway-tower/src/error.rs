@@ -15,6 +15,11 @@ pub enum Reason {
     Concurrency(RejectReason),
     /// Shed to keep room for more important work (the class of the refused request).
     Shed(spillway::shed::Criticality),
+    /// The request's bulkhead partition is full (and nothing is free to borrow).
+    BulkheadFull {
+        /// The partition.
+        partition: usize,
+    },
     /// The circuit breaker in front of the service is open.
     BreakerOpen,
     /// A rate limit: answer 429.
@@ -70,6 +75,13 @@ impl From<Rejected> for Overloaded {
 impl Overloaded {
     pub(crate) fn shed(class: spillway::shed::Criticality, r: Rejected) -> Self {
         Self { reason: Reason::Shed(class), retry_after: r.retry_after() }
+    }
+}
+
+impl Overloaded {
+    pub(crate) fn bulkhead_full(partition: usize) -> Self {
+        // No drain-rate estimate here: a second is the conventional minimum Retry-After.
+        Self { reason: Reason::BulkheadFull { partition }, retry_after: Duration::from_secs(1) }
     }
 }
 

@@ -27,12 +27,14 @@
 //! [tower]: https://docs.rs/tower
 
 pub mod breaker;
+pub mod bulkhead;
 pub mod concurrency;
 mod error;
 pub mod rate;
 pub mod shed;
 
 pub use breaker::{CircuitBreaker, CircuitBreakerLayer, Classify, ErrorsAreFailures};
+pub use bulkhead::{Bulkhead, BulkheadLayer};
 pub use concurrency::{ConcurrencyLimit, ConcurrencyLimitLayer};
 pub use error::{BoxError, Overloaded, Reason};
 pub use rate::{KeyExtractor, RateLimit, RateLimitLayer};

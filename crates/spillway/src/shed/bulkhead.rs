@@ -2,6 +2,7 @@
 
 use crate::sync::{Mutex, MutexGuard};
 use std::fmt;
+use std::sync::Arc;
 
 /// A capacity split between partitions (tenants, routes, dependencies). Each partition is
 /// guaranteed its share: it can always reach it, whatever the others do. Beyond it, a partition
@@ -50,8 +51,35 @@ impl Bulkhead {
 
     /// A slot for `partition`, or `None` (also for an unknown partition).
     pub fn try_acquire(&self, partition: usize) -> Option<BulkheadPermit<'_>> {
+        self.take(partition).then(|| BulkheadPermit { bulkhead: self, partition })
+    }
+
+    /// [`try_acquire`](Self::try_acquire) on a shared bulkhead, with a permit that owns a handle
+    /// on it (for moving into a future).
+    ///
+    /// ```
+    /// use spillway::shed::Bulkhead;
+    /// use std::sync::Arc;
+    ///
+    /// let b = Arc::new(Bulkhead::new(2, &[1, 1]));
+    /// let p = Bulkhead::try_acquire_owned(&b, 0).unwrap();
+    /// assert_eq!(b.in_flight(0), 1);
+    /// drop(p);
+    /// assert_eq!(b.in_flight(0), 0);
+    /// ```
+    pub fn try_acquire_owned(this: &Arc<Self>, partition: usize) -> Option<OwnedBulkheadPermit> {
+        this.take(partition).then(|| OwnedBulkheadPermit { bulkhead: this.clone(), partition })
+    }
+
+    fn release(&self, partition: usize) {
         let mut s = self.lock();
-        let mine = *s.in_flight.get(partition)?;
+        s.in_flight[partition] -= 1;
+        s.total -= 1;
+    }
+
+    fn take(&self, partition: usize) -> bool {
+        let mut s = self.lock();
+        let Some(&mine) = s.in_flight.get(partition) else { return false };
         let admit = mine < self.guaranteed[partition] || {
             let reserved: usize = (0..self.guaranteed.len())
                 .filter(|&p| p != partition)
@@ -60,11 +88,11 @@ impl Bulkhead {
             s.total + reserved < self.capacity
         };
         if !admit || s.total >= self.capacity {
-            return None;
+            return false;
         }
         s.in_flight[partition] += 1;
         s.total += 1;
-        Some(BulkheadPermit { bulkhead: self, partition })
+        true
     }
 
     /// Slots in use by `partition`.
@@ -92,9 +120,22 @@ pub struct BulkheadPermit<'a> {
 
 impl Drop for BulkheadPermit<'_> {
     fn drop(&mut self) {
-        let mut s = self.bulkhead.lock();
-        s.in_flight[self.partition] -= 1;
-        s.total -= 1;
+        self.bulkhead.release(self.partition);
+    }
+}
+
+/// A slot in a shared [`Bulkhead`] partition, released on drop; see
+/// [`Bulkhead::try_acquire_owned`].
+#[must_use = "the slot is released as soon as it is dropped"]
+#[derive(Debug)]
+pub struct OwnedBulkheadPermit {
+    bulkhead: Arc<Bulkhead>,
+    partition: usize,
+}
+
+impl Drop for OwnedBulkheadPermit {
+    fn drop(&mut self) {
+        self.bulkhead.release(self.partition);
     }
 }
 

@@ -13,6 +13,6 @@ mod bulkhead;
 mod priority;
 mod throttle;
 
-pub use bulkhead::{Bulkhead, BulkheadPermit};
+pub use bulkhead::{Bulkhead, BulkheadPermit, OwnedBulkheadPermit};
 pub use priority::{Criticality, PriorityShedder, UnknownCriticality};
 pub use throttle::{ClientThrottle, RetryBudget};
