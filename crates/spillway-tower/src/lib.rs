@@ -26,6 +26,7 @@
 //!
 //! [tower]: https://docs.rs/tower
 
+pub mod adaptive;
 pub mod breaker;
 pub mod bulkhead;
 pub mod concurrency;
@@ -33,6 +34,7 @@ mod error;
 pub mod rate;
 pub mod shed;
 
+pub use adaptive::{AdaptiveLimit, AdaptiveLimitLayer};
 pub use breaker::{CircuitBreaker, CircuitBreakerLayer, Classify, ErrorsAreFailures};
 pub use bulkhead::{Bulkhead, BulkheadLayer};
 pub use concurrency::{ConcurrencyLimit, ConcurrencyLimitLayer};

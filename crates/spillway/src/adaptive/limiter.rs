@@ -2,7 +2,7 @@
 
 use super::{LimitAlgorithm, Sample};
 use crate::clock::{Clock, CoarseClock};
-use crate::limit::{ConcurrencyLimiter, Permit, Rejected};
+use crate::limit::{ConcurrencyLimiter, OwnedPermit, Permit, Rejected};
 use crate::sync::Mutex;
 use std::fmt;
 use std::time::Duration;
@@ -50,6 +50,33 @@ impl<A: LimitAlgorithm, C: Clock> AdaptiveLimiter<A, C> {
     pub async fn acquire(&self) -> Result<AdaptivePermit<'_, A, C>, Rejected> {
         let permit = self.limiter.acquire().await?;
         Ok(self.track(permit))
+    }
+
+    /// [`try_acquire`](Self::try_acquire) as an owned token, for callers that cannot hold a
+    /// borrow (a response future): hand it back to [`finish`](Self::finish).
+    ///
+    /// ```
+    /// use spillway::adaptive::{AdaptiveLimiter, Vegas};
+    /// use spillway::limit::ConcurrencyLimiter;
+    ///
+    /// let limiter = AdaptiveLimiter::new(Vegas::default(), ConcurrencyLimiter::new(1));
+    /// let call = limiter.try_admit().unwrap();
+    /// limiter.finish(call, Some(false)); // succeeded; `None` teaches nothing
+    /// assert_eq!(limiter.limiter().in_flight(), 0);
+    /// ```
+    pub fn try_admit(&self) -> Result<Admission<C>, Rejected> {
+        let permit = self.limiter.try_acquire_owned()?;
+        Ok(Admission { permit, in_flight: self.limiter.in_flight(), start: self.clock.now_precise() })
+    }
+
+    /// Releases an [`Admission`] and, given `Some(dropped)`, feeds its latency and outcome to
+    /// the algorithm.
+    pub fn finish(&self, admission: Admission<C>, dropped: Option<bool>) {
+        let latency = Duration::from_nanos(self.clock.now_precise().saturating_sub(admission.start));
+        drop(admission.permit);
+        if let Some(dropped) = dropped {
+            self.record(Sample { latency, in_flight: admission.in_flight, dropped });
+        }
     }
 
     fn track<'a>(&'a self, permit: Permit<'a, C>) -> AdaptivePermit<'a, A, C> {
@@ -120,5 +147,20 @@ impl<A: LimitAlgorithm + fmt::Debug, C: Clock> fmt::Debug for AdaptiveLimiter<A,
 impl<A: LimitAlgorithm, C: Clock> fmt::Debug for AdaptivePermit<'_, A, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdaptivePermit").field("in_flight", &self.in_flight).finish_non_exhaustive()
+    }
+}
+
+/// A request admitted by [`AdaptiveLimiter::try_admit`]: its permit, when it started and the
+/// concurrency it started at. Hand it back to [`AdaptiveLimiter::finish`].
+#[must_use = "hand the admission back to AdaptiveLimiter::finish"]
+pub struct Admission<C: Clock = CoarseClock> {
+    permit: OwnedPermit<C>,
+    in_flight: usize,
+    start: u64,
+}
+
+impl<C: Clock> fmt::Debug for Admission<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admission").field("in_flight", &self.in_flight).finish_non_exhaustive()
     }
 }

@@ -60,7 +60,7 @@ mod windowed;
 pub use aimd::Aimd;
 pub use gradient::Gradient;
 pub use gradient2::Gradient2;
-pub use limiter::{AdaptiveLimiter, AdaptivePermit};
+pub use limiter::{AdaptiveLimiter, AdaptivePermit, Admission};
 pub use slo::Slo;
 pub use vegas::Vegas;
 pub use windowed::Windowed;
