@@ -2,12 +2,15 @@
 //! once; each operation is `poll_ready` + `call` + one poll of the response future.
 
 use crate::harness::{Row, compare, time_per_op};
+use spillway::breaker::{BreakerConfig, CircuitBreaker};
 use spillway::limit::ConcurrencyLimiter;
-use spillway_tower::ConcurrencyLimitLayer;
+use spillway::rate::{Gcra, KeyedLimiter, Quota};
+use spillway::shed::{Criticality, PriorityShedder};
+use spillway_tower::{CircuitBreakerLayer, ConcurrencyLimitLayer, LoadShedLayer, RateLimitLayer};
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
-use tower::{Layer, Service, service_fn};
+use tower::{Layer, Service, ServiceBuilder, service_fn};
 
 const ITERS: u64 = 2_000_000;
 
@@ -25,11 +28,32 @@ pub(crate) fn rows(reps: usize) -> Vec<Row> {
     let mut theirs = tower::limit::ConcurrencyLimitLayer::new(1_000).layer(echo());
     let mut cx = Context::from_waker(Waker::noop());
     let mut cx2 = Context::from_waker(Waker::noop());
-    vec![compare(
+    let mut rows = vec![compare(
         "tower_concurrency_layer",
         "tower ConcurrencyLimit, poll_ready + call + poll",
         reps,
         || time_per_op(ITERS, || assert!(one_request(&mut ours, &mut cx, 1))),
         || time_per_op(ITERS, || assert!(one_request(&mut theirs, &mut cx2, 1))),
-    )]
+    )];
+
+    // The full stack (rate, shed, breaker, concurrency) over the bare service: the anchor is the
+    // bare service, so ours − anchor is the stack's cost per request (target: under 1 µs).
+    let quota = Quota::per_second(1_000_000_000).expect("quota");
+    let mut stack = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(KeyedLimiter::new(Gcra::new(quota), 1024), |x: &u64| *x))
+        .layer(LoadShedLayer::new(PriorityShedder::new(ConcurrencyLimiter::new(1_000)), |_: &u64| {
+            Criticality::Critical
+        }))
+        .layer(CircuitBreakerLayer::new(CircuitBreaker::new(BreakerConfig::default())))
+        .layer(ConcurrencyLimitLayer::new(ConcurrencyLimiter::new(1_000)))
+        .service(echo());
+    let mut bare = echo();
+    rows.push(compare(
+        "tower_full_stack",
+        "the bare service (difference = stack overhead)",
+        reps,
+        || time_per_op(ITERS, || assert!(one_request(&mut stack, &mut cx, 1))),
+        || time_per_op(ITERS, || assert!(one_request(&mut bare, &mut cx2, 1))),
+    ));
+    rows
 }
