@@ -31,6 +31,8 @@ pub mod breaker;
 pub mod bulkhead;
 pub mod concurrency;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod rate;
 pub mod shed;
 
