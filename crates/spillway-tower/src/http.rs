@@ -156,3 +156,184 @@ where
         })
     }
 }
+
+/// An address range, `10.0.0.0/8` or `2001:db8::/32` (a bare address is a single host).
+///
+/// ```
+/// use spillway_tower::http::Cidr;
+///
+/// let net: Cidr = "10.0.0.0/8".parse().unwrap();
+/// assert!(net.contains("10.1.2.3".parse().unwrap()));
+/// assert!(!net.contains("11.0.0.1".parse().unwrap()));
+/// assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+/// A malformed CIDR.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid CIDR {0:?} (expected an address, optionally /prefix)")]
+pub struct InvalidCidr(String);
+
+impl std::str::FromStr for Cidr {
+    type Err = InvalidCidr;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || InvalidCidr(s.to_string());
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| bad())?)),
+            None => (s.trim(), None),
+        };
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl Cidr {
+    /// Whether `ip` is in the range (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let ip = match ip {
+            V6(v6) => v6.to_ipv4_mapped().map_or(V6(v6), V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (V4(net), V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                net.to_bits() & mask == ip.to_bits() & mask
+            }
+            (V6(net), V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                net.to_bits() & mask == ip.to_bits() & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The client address of a request, as a rate-limit key ([`spillway::rate::IpKey`]: IPv6 grouped
+/// by /64).
+///
+/// The peer is the `SocketAddr` in the request's extensions (axum's `ConnectInfo` or your
+/// accept loop puts it there). Forwarding headers are believed only from trusted peers: when the
+/// peer is in `trusted`, `Forwarded` (`for=`) or else `X-Forwarded-For` is walked from the right,
+/// skipping trusted proxies, and the first untrusted address is the client. From an untrusted
+/// peer the headers are ignored, so a client cannot pick its own key.
+///
+/// ```
+/// use spillway_tower::http::ClientIp;
+/// use spillway_tower::KeyExtractor;
+/// use std::net::SocketAddr;
+///
+/// let key = ClientIp::trusting(["10.0.0.0/8".parse().unwrap()]);
+/// let mut req = http::Request::builder()
+///     .header("x-forwarded-for", "203.0.113.9, 10.0.0.7")
+///     .body(())
+///     .unwrap();
+/// req.extensions_mut().insert("10.0.0.2:5000".parse::<SocketAddr>().unwrap());
+/// assert_eq!(key.key(&req), Some("203.0.113.9".parse::<std::net::IpAddr>().unwrap().into()));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ClientIp {
+    trusted: std::sync::Arc<[Cidr]>,
+}
+
+impl ClientIp {
+    /// Trusts forwarding headers from peers in `trusted` (empty: never).
+    pub fn trusting(trusted: impl IntoIterator<Item = Cidr>) -> Self {
+        Self { trusted: trusted.into_iter().collect() }
+    }
+
+    fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(ip))
+    }
+
+    /// The client address of `req`, or `None` if the peer is unknown.
+    pub fn client<B>(&self, req: &Request<B>) -> Option<std::net::IpAddr> {
+        let peer = req.extensions().get::<std::net::SocketAddr>()?.ip();
+        if !self.is_trusted(peer) {
+            return Some(peer);
+        }
+        let headers = req.headers();
+        // Walk the hops from the right (nearest first), without collecting them: the first
+        // untrusted one is the client; if all are trusted, the leftmost.
+        let name = if headers.contains_key("forwarded") { "forwarded" } else { "x-forwarded-for" };
+        let parse: fn(&str) -> Option<std::net::IpAddr> =
+            if name == "forwarded" { forwarded_for } else { |a| a.trim().parse().ok() };
+        let mut leftmost = None;
+        for hop in headers
+            .get_all(name)
+            .iter()
+            .rev()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').rev())
+            .filter_map(parse)
+        {
+            if !self.is_trusted(hop) {
+                return Some(hop);
+            }
+            leftmost = Some(hop);
+        }
+        Some(leftmost.unwrap_or(peer))
+    }
+}
+
+/// The address in one `Forwarded` element's `for=` parameter (`for=192.0.2.1`,
+/// `for="[2001:db8::1]:4711"`).
+fn forwarded_for(element: &str) -> Option<std::net::IpAddr> {
+    let value = element.split(';').find_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        k.trim().eq_ignore_ascii_case("for").then_some(v.trim().trim_matches('"'))
+    })?;
+    if let Some(rest) = value.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    value.parse().ok().or_else(|| value.rsplit_once(':').and_then(|(a, _)| a.parse().ok()))
+}
+
+impl<B> crate::KeyExtractor<Request<B>> for ClientIp {
+    type Key = Option<spillway::rate::IpKey>;
+
+    fn key(&self, req: &Request<B>) -> Self::Key {
+        self.client(req).map(spillway::rate::IpKey::from)
+    }
+}
+
+/// A request header (an API key, a tenant id) as the rate-limit key; requests without it share
+/// one key (`None`).
+///
+/// ```
+/// use spillway_tower::http::HeaderKey;
+/// use spillway_tower::KeyExtractor;
+///
+/// let key = HeaderKey::new(http::HeaderName::from_static("x-api-key"));
+/// let req = http::Request::builder().header("x-api-key", "k-123").body(()).unwrap();
+/// assert_eq!(key.key(&req).unwrap(), "k-123");
+/// ```
+#[derive(Debug, Clone)]
+pub struct HeaderKey {
+    name: HeaderName,
+}
+
+impl HeaderKey {
+    /// Keys by the header `name`.
+    pub fn new(name: HeaderName) -> Self {
+        Self { name }
+    }
+}
+
+impl<B> crate::KeyExtractor<Request<B>> for HeaderKey {
+    type Key = Option<HeaderValue>;
+
+    fn key(&self, req: &Request<B>) -> Self::Key {
+        req.headers().get(&self.name).cloned()
+    }
+}

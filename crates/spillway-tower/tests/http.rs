@@ -72,3 +72,73 @@ async fn overload_answers_503_queue_timeout_504_grpc_unavailable() {
     gate_tx.send(true).unwrap();
     assert_eq!(busy.await.unwrap().unwrap().status(), 200);
 }
+
+mod client_ip {
+    use spillway::rate::IpKey;
+    use spillway_tower::KeyExtractor;
+    use spillway_tower::http::ClientIp;
+    use std::net::{IpAddr, SocketAddr};
+
+    fn req(peer: &str, headers: &[(&str, &str)]) -> http::Request<()> {
+        let mut b = http::Request::builder();
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let mut r = b.body(()).unwrap();
+        r.extensions_mut().insert(peer.parse::<SocketAddr>().unwrap());
+        r
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn proxies() -> ClientIp {
+        ClientIp::trusting(["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()])
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_choose_its_key() {
+        let r = req("198.51.100.7:443", &[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=5.6.7.8")]);
+        assert_eq!(proxies().client(&r), Some(ip("198.51.100.7")));
+    }
+
+    #[test]
+    fn a_trusted_chain_is_walked_from_the_right() {
+        // The client claims to be 6.6.6.6 (spoofed, leftmost); the first untrusted hop from the
+        // right is what our proxies saw.
+        let r = req("10.0.0.2:1", &[("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.1.1.1")]);
+        assert_eq!(proxies().client(&r), Some(ip("203.0.113.9")));
+        // Several header lines count as one list.
+        let r = req("10.0.0.2:1", &[("x-forwarded-for", "203.0.113.9"), ("x-forwarded-for", "10.9.9.9")]);
+        assert_eq!(proxies().client(&r), Some(ip("203.0.113.9")));
+        // Nothing but proxies: the leftmost.
+        let r = req("10.0.0.2:1", &[("x-forwarded-for", "10.3.3.3, 10.4.4.4")]);
+        assert_eq!(proxies().client(&r), Some(ip("10.3.3.3")));
+        // No header: the peer itself.
+        assert_eq!(proxies().client(&req("10.0.0.2:1", &[])), Some(ip("10.0.0.2")));
+    }
+
+    #[test]
+    fn forwarded_is_preferred_and_parsed() {
+        let r = req(
+            "[fd00::1]:1",
+            &[
+                ("forwarded", "for=\"[2001:db8:cafe::17]:4711\";proto=https, for=10.0.0.5"),
+                ("x-forwarded-for", "9.9.9.9"),
+            ],
+        );
+        assert_eq!(proxies().client(&r), Some(ip("2001:db8:cafe::17")));
+        let r = req("10.0.0.1:1", &[("forwarded", "for=192.0.2.60:8080;by=10.0.0.1")]);
+        assert_eq!(proxies().client(&r), Some(ip("192.0.2.60")));
+    }
+
+    #[test]
+    fn keys_group_ipv6_by_64_and_need_a_peer() {
+        let a = proxies().key(&req("[2001:db8:1:2::a]:1", &[]));
+        let b = proxies().key(&req("[2001:db8:1:2::b]:1", &[]));
+        assert_eq!(a, b);
+        assert_eq!(a, Some(IpKey::from(ip("2001:db8:1:2::"))));
+        assert_eq!(proxies().key(&http::Request::new(())), None);
+    }
+}
