@@ -337,3 +337,45 @@ impl<B> crate::KeyExtractor<Request<B>> for HeaderKey {
         req.headers().get(&self.name).cloned()
     }
 }
+
+/// The route as the rate-limit key: the method and the first `segments` path segments
+/// (`GET /api/users` for `GET /api/users/42?x=1` with 2 segments), so per-route limits need no
+/// router support and ids in deeper segments do not multiply the keys.
+///
+/// ```
+/// use spillway_tower::http::RouteKey;
+/// use spillway_tower::KeyExtractor;
+///
+/// let key = RouteKey::new(2);
+/// let a = http::Request::get("/api/users/42?x=1").body(()).unwrap();
+/// let b = http::Request::get("/api/users/7").body(()).unwrap();
+/// let c = http::Request::post("/api/users/7").body(()).unwrap();
+/// assert_eq!(key.key(&a), key.key(&b));
+/// assert_ne!(key.key(&a), key.key(&c));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct RouteKey {
+    segments: usize,
+}
+
+impl RouteKey {
+    /// Keys by the method and the first `segments` path segments.
+    pub fn new(segments: usize) -> Self {
+        Self { segments }
+    }
+}
+
+impl<B> crate::KeyExtractor<Request<B>> for RouteKey {
+    /// A 64-bit hash of the method and the path prefix (no allocation per request).
+    type Key = u64;
+
+    fn key(&self, req: &Request<B>) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        req.method().hash(&mut h);
+        for segment in req.uri().path().split('/').filter(|s| !s.is_empty()).take(self.segments) {
+            segment.hash(&mut h);
+        }
+        h.finish()
+    }
+}
