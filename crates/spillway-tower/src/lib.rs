@@ -31,6 +31,7 @@ pub mod breaker;
 pub mod bulkhead;
 pub mod concurrency;
 mod error;
+mod future;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod rate;
@@ -41,6 +42,7 @@ pub use breaker::{CircuitBreaker, CircuitBreakerLayer, Classify, ErrorsAreFailur
 pub use bulkhead::{Bulkhead, BulkheadLayer};
 pub use concurrency::{ConcurrencyLimit, ConcurrencyLimitLayer};
 pub use error::{BoxError, Overloaded, Reason};
+pub use future::{Guard, ResponseFuture};
 pub use rate::{KeyExtractor, RateLimit, RateLimitLayer};
 pub use shed::{LoadShed, LoadShedLayer};
 

@@ -1,9 +1,9 @@
 //! [`AdaptiveLimitLayer`]: a concurrency limit that an algorithm moves from the responses.
 
-mod future;
+mod guard;
 mod layer;
 mod service;
 
-pub use future::ResponseFuture;
+pub use guard::AdaptiveGuard;
 pub use layer::AdaptiveLimitLayer;
 pub use service::AdaptiveLimit;

@@ -1,6 +1,6 @@
-use super::ResponseFuture;
+use super::AdaptiveGuard;
 use crate::breaker::Classify;
-use crate::{BoxError, Overloaded};
+use crate::{BoxError, Overloaded, ResponseFuture};
 use spillway::adaptive::{AdaptiveLimiter, LimitAlgorithm};
 use spillway::clock::{Clock, CoarseClock};
 use std::sync::Arc;
@@ -53,7 +53,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, A, K, C>;
+    type Future = ResponseFuture<S::Future, AdaptiveGuard<A, K, C>, S::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -63,11 +63,13 @@ where
         match self.limiter.try_admit() {
             Ok(admission) => ResponseFuture::admitted(
                 self.inner.call(req),
-                self.limiter.clone(),
-                admission,
-                self.classify.clone(),
+                AdaptiveGuard {
+                    limiter: self.limiter.clone(),
+                    admission: Some(admission),
+                    classify: self.classify.clone(),
+                },
             ),
-            Err(rejected) => ResponseFuture::Rejected { err: Some(Overloaded::from(rejected)) },
+            Err(rejected) => ResponseFuture::rejected(Overloaded::from(rejected)),
         }
     }
 }

@@ -1,9 +1,9 @@
 //! [`CircuitBreakerLayer`]: stop calling a failing service, probe it, resume.
 
-mod future;
+mod guard;
 mod layer;
 mod service;
 
-pub use future::ResponseFuture;
+pub use guard::BreakerGuard;
 pub use layer::{CircuitBreakerLayer, Classify, ErrorsAreFailures};
 pub use service::CircuitBreaker;

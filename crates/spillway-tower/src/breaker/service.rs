@@ -1,5 +1,5 @@
-use super::{Classify, ResponseFuture};
-use crate::{BoxError, Overloaded};
+use super::{BreakerGuard, Classify};
+use crate::{BoxError, Overloaded, ResponseFuture};
 use spillway::breaker::CircuitBreaker as Breaker;
 use spillway::clock::{Clock, CoarseClock};
 use std::sync::Arc;
@@ -52,7 +52,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, K, C>;
+    type Future = ResponseFuture<S::Future, BreakerGuard<K, C>, S::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -62,9 +62,11 @@ where
         match self.breaker.try_admit() {
             Ok(admission) => ResponseFuture::admitted(
                 self.inner.call(req),
-                self.breaker.clone(),
-                admission,
-                self.classify.clone(),
+                BreakerGuard {
+                    breaker: self.breaker.clone(),
+                    admission: Some(admission),
+                    classify: self.classify.clone(),
+                },
             ),
             Err(open) => ResponseFuture::rejected(Overloaded::from(open)),
         }

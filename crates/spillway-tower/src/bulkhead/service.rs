@@ -1,6 +1,5 @@
-use super::ResponseFuture;
-use crate::{BoxError, Overloaded};
-use spillway::shed::Bulkhead as Partitions;
+use crate::{BoxError, Overloaded, ResponseFuture};
+use spillway::shed::{Bulkhead as Partitions, OwnedBulkheadPermit};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_service::Service;
@@ -48,7 +47,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, OwnedBulkheadPermit, S::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -57,8 +56,8 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let partition = (self.partition)(&req);
         match Partitions::try_acquire_owned(&self.bulkhead, partition) {
-            Some(permit) => ResponseFuture::Admitted { inner: self.inner.call(req), permit: Some(permit) },
-            None => ResponseFuture::Rejected { err: Some(Overloaded::bulkhead_full(partition)) },
+            Some(permit) => ResponseFuture::admitted(self.inner.call(req), permit),
+            None => ResponseFuture::rejected(Overloaded::bulkhead_full(partition)),
         }
     }
 }

@@ -1,7 +1,6 @@
-use super::ResponseFuture;
-use crate::{BoxError, Overloaded};
+use crate::{BoxError, Overloaded, ResponseFuture};
 use spillway::clock::{Clock, CoarseClock};
-use spillway::limit::ConcurrencyLimiter;
+use spillway::limit::{ConcurrencyLimiter, OwnedPermit};
 use std::task::{Context, Poll};
 use tower_service::Service;
 
@@ -13,7 +12,7 @@ use tower_service::Service;
 /// or fails at once with [`Overloaded`] if there is no queue or it is full.
 ///
 /// ```
-/// use spillway::limit::ConcurrencyLimiter;
+/// use spillway::limit::{ConcurrencyLimiter, OwnedPermit};
 /// use spillway_tower::{ConcurrencyLimit, Overloaded};
 /// use tower::{Service, ServiceExt, service_fn};
 ///
@@ -61,7 +60,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, S::Response, C>;
+    type Future = ResponseFuture<S::Future, OwnedPermit<C>, S::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)

@@ -1,5 +1,5 @@
-use super::{KeyExtractor, ResponseFuture};
-use crate::{BoxError, Overloaded};
+use super::KeyExtractor;
+use crate::{BoxError, Overloaded, ResponseFuture};
 use spillway::clock::{Clock, CoarseClock};
 use spillway::rate::{Algorithm, KeyedLimiter};
 use std::sync::Arc;
@@ -56,7 +56,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, (), S::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -65,9 +65,9 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let decision = self.limiter.check_key(&self.extractor.key(&req));
         if decision.allowed {
-            ResponseFuture::Inner { inner: self.inner.call(req) }
+            ResponseFuture::admitted(self.inner.call(req), ())
         } else {
-            ResponseFuture::Rejected { err: Some(Overloaded::from(decision)) }
+            ResponseFuture::rejected(Overloaded::from(decision))
         }
     }
 }

@@ -1,6 +1,6 @@
-use crate::concurrency::ResponseFuture;
-use crate::{BoxError, Overloaded};
+use crate::{BoxError, Overloaded, ResponseFuture};
 use spillway::clock::{Clock, CoarseClock};
+use spillway::limit::OwnedPermit;
 use spillway::shed::{Criticality, PriorityShedder};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -53,7 +53,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, S::Response, C>;
+    type Future = ResponseFuture<S::Future, OwnedPermit<C>, S::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
