@@ -346,6 +346,7 @@ pub(crate) fn check_word<A: Algorithm, C: Clock>(
 ) -> Decision {
     let mut now = clock.now();
     let mut precise = false;
+    let mut contention = 0u32;
     let mut current = state.load(Ordering::Acquire);
     loop {
         let (decision, next) = algorithm.decide(current, now, n);
@@ -364,7 +365,16 @@ pub(crate) fn check_word<A: Algorithm, C: Clock>(
         }
         match state.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return decision,
-            Err(actual) => current = actual,
+            Err(actual) => {
+                // Contended: back off a little (1, 2, 4… up to 64 spins) so the winner's cache
+                // line is not stolen back at once; two threads hammering one word otherwise
+                // spend most of their time failing.
+                for _ in 0..(1u32 << contention.min(6)) {
+                    crate::sync::spin_loop();
+                }
+                contention += 1;
+                current = actual;
+            }
         }
     }
 }
