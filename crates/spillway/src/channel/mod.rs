@@ -35,7 +35,7 @@
 mod ring;
 mod waiters;
 
-use crate::clock::{Clock, CoarseClock, MonotonicClock, nanos};
+use crate::clock::{Clock, MonotonicClock, nanos};
 use crate::park::{park_until, thread_waker};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering, Padded};
 use ring::Ring;
@@ -207,9 +207,9 @@ pub struct ChannelStats {
     pub capacity: usize,
     /// Items queued now.
     pub depth: usize,
-    /// The deepest the queue has been: exact when it reached capacity, otherwise sampled about
-    /// once a millisecond (and at every `stats()` call), so a peak below capacity that lasts
-    /// less than a millisecond may be missed.
+    /// The deepest the queue has been: exact when it reached capacity, otherwise sampled once per
+    /// pass of the senders around the ring (every `capacity` sends) and at every `stats()` call,
+    /// so a short peak below capacity may be missed.
     pub high_water: usize,
     /// Items accepted into the queue.
     pub sent: u64,
@@ -238,15 +238,11 @@ struct Shared<T> {
     send_waiters: Waiters,
     counters: Padded<Counters>,
     clock: MonotonicClock,
-    /// A cheap clock for sampling the high-water mark.
-    ticks: CoarseClock,
 }
 
 #[derive(Default)]
 struct Counters {
     high_water: AtomicUsize,
-    /// When the high-water mark is next sampled ([`CoarseClock`] nanoseconds).
-    next_sample: AtomicU64,
     dropped_newest: AtomicU64,
     rejected: AtomicU64,
     send_waits: AtomicU64,
@@ -277,7 +273,6 @@ pub fn channel<T>(capacity: usize, policy: OverflowPolicy) -> (Sender<T>, Receiv
         send_waiters: Waiters::default(),
         counters: Padded(Counters::default()),
         clock: MonotonicClock::new(),
-        ticks: CoarseClock::new(),
     });
     (Sender { shared: shared.clone() }, Receiver { shared })
 }
@@ -357,30 +352,20 @@ impl<T> Shared<T> {
     }
 
     #[inline]
-    fn after_push(&self) {
+    fn after_push(&self, new_lap: bool) {
         // Reading the depth means reading `head`, the receivers' hottest line: doing it on every
-        // send would slow both sides down, so the high-water mark is sampled once per clock tick.
-        let now = self.ticks.now();
-        if now >= self.counters.next_sample.load(Ordering::Relaxed) {
-            self.sample_depth(now);
+        // send slows both sides down (2-3x on SPSC), so the high-water mark is sampled once per
+        // pass around the ring (and set exactly when the ring is full).
+        if new_lap {
+            self.sample_depth();
         }
         self.recv_waiters.notify_one();
     }
 
     #[cold]
     #[inline(never)]
-    fn sample_depth(&self, now: u64) {
-        let next = self.counters.next_sample.load(Ordering::Relaxed);
-        let tick = self.ticks.resolution() / 2;
-        if now >= next
-            && self
-                .counters
-                .next_sample
-                .compare_exchange(next, now + tick, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.counters.high_water.fetch_max(self.ring.len(), Ordering::Relaxed);
-        }
+    fn sample_depth(&self) {
+        self.counters.high_water.fetch_max(self.ring.len(), Ordering::Relaxed);
     }
 
     /// One non-waiting attempt, applying the overflow policy.
@@ -393,7 +378,7 @@ impl<T> Shared<T> {
             // Push, evicting the oldest item in the same step if the ring is full.
             return Ok(match self.ring.push_or_replace(item) {
                 None => {
-                    self.after_push();
+                    self.after_push(false);
                     SendOutcome::Sent
                 }
                 Some(old) => {
@@ -404,8 +389,8 @@ impl<T> Shared<T> {
             });
         }
         match self.ring.push(item) {
-            Ok(()) => {
-                self.after_push();
+            Ok(new_lap) => {
+                self.after_push(new_lap);
                 Ok(SendOutcome::Sent)
             }
             Err(item) => {

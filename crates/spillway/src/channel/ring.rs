@@ -74,10 +74,12 @@ impl<T> Ring<T> {
         }
     }
 
-    /// Appends `value`, or hands it back if the ring is full.
+    /// Appends `value`, or hands it back if the ring is full. Returns whether this push started
+    /// a new pass around the ring (the caller samples the depth then: once a lap, at no cost on
+    /// the other pushes).
     #[inline]
-    pub(crate) fn push(&self, value: T) -> Result<(), T> {
-        self.push_with(value, false).map(drop)
+    pub(crate) fn push(&self, value: T) -> Result<bool, T> {
+        self.push_with(value, false).map(|(_, new_lap)| new_lap)
     }
 
     /// Appends `value`; when the ring is full, evicts the oldest value in the same step and
@@ -85,7 +87,7 @@ impl<T> Ring<T> {
     #[inline]
     pub(crate) fn push_or_replace(&self, value: T) -> Option<T> {
         match self.push_with(value, true) {
-            Ok(evicted) => evicted,
+            Ok((evicted, _)) => evicted,
             Err(_) => unreachable!("a replacing push never reports full"),
         }
     }
@@ -98,7 +100,7 @@ impl<T> Ring<T> {
     /// value in place, marks the slot full for the pop at `tail` and moves `tail` on: one CAS
     /// for what would otherwise be a failed push, a pop and a push.
     #[inline(always)]
-    fn push_with(&self, value: T, replace: bool) -> Result<Option<T>, T> {
+    fn push_with(&self, value: T, replace: bool) -> Result<(Option<T>, bool), T> {
         let mut tail = self.tail.load(Ordering::Relaxed);
         loop {
             let index = tail & (self.one_lap - 1);
@@ -117,7 +119,7 @@ impl<T> Ring<T> {
                         // any, was read by the pop that set the stamp to `tail`).
                         slot.value.with_mut(|p| unsafe { (*p).write(value) });
                         slot.stamp.store(tail + 1, Ordering::Release);
-                        return Ok(None);
+                        return Ok((None, index == 0));
                     }
                     Err(t) => tail = t,
                 }
@@ -142,7 +144,7 @@ impl<T> Ring<T> {
                         // Release suffices: the number of values did not change, so no receiver
                         // can be deciding to sleep on an empty ring, and no push moved `tail`.
                         self.tail.store(self.next(tail), Ordering::Release);
-                        return Ok(Some(old));
+                        return Ok((Some(old), false));
                     }
                     // A pop moved `head`: there may be room now.
                 } else {
