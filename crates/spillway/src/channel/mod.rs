@@ -331,11 +331,11 @@ impl Backoff {
 
     /// Waits a little; `false` once it is time to park.
     fn snooze(&mut self) -> bool {
-        if self.0 < Self::SPIN {
+        if self.0 <= Self::SPIN {
             for _ in 0..(1 << self.0) {
                 crate::sync::spin_loop();
             }
-        } else if self.0 < Self::YIELD {
+        } else if self.0 <= Self::YIELD {
             crate::sync::thread::yield_now();
         } else {
             return false;

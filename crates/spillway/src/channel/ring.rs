@@ -20,6 +20,19 @@
 use crate::sync::{AtomicU64, AtomicUsize, Ordering, Padded, UnsafeCell, fence, spin_loop};
 use std::mem::MaybeUninit;
 
+/// Waits a little longer each time (1, 2, 4 … 64 spins) while another thread finishes its half
+/// of an operation: retrying at once only steals back the cache line it is writing.
+#[inline]
+fn pause(step: &mut u32) {
+    #[cfg(not(loom))]
+    for _ in 0..(1u32 << (*step).min(6)) {
+        spin_loop();
+    }
+    #[cfg(loom)]
+    spin_loop();
+    *step += 1;
+}
+
 struct Slot<T> {
     stamp: AtomicUsize,
     value: UnsafeCell<MaybeUninit<T>>,
@@ -101,6 +114,7 @@ impl<T> Ring<T> {
     /// for what would otherwise be a failed push, a pop and a push.
     #[inline(always)]
     fn push_with(&self, value: T, replace: bool) -> Result<(Option<T>, bool), T> {
+        let mut step = 0;
         let mut tail = self.tail.load(Ordering::Relaxed);
         loop {
             let index = tail & (self.one_lap - 1);
@@ -121,7 +135,10 @@ impl<T> Ring<T> {
                         slot.stamp.store(tail + 1, Ordering::Release);
                         return Ok((None, index == 0));
                     }
-                    Err(t) => tail = t,
+                    Err(t) => {
+                        pause(&mut step);
+                        tail = t;
+                    }
                 }
             } else if stamp.wrapping_add(self.one_lap) == tail + 1 {
                 // The slot still holds the value from one lap ago: full, unless a pop is under way.
@@ -154,11 +171,11 @@ impl<T> Ring<T> {
                         return Err(value);
                     }
                 }
-                spin_loop();
+                pause(&mut step);
                 tail = self.tail.load(Ordering::Relaxed);
             } else {
                 // Another push claimed this position and has not published it yet.
-                spin_loop();
+                pause(&mut step);
                 tail = self.tail.load(Ordering::Relaxed);
             }
         }
@@ -172,6 +189,7 @@ impl<T> Ring<T> {
     /// Removes the oldest value, or `None` if the ring is empty.
     #[inline]
     pub(crate) fn pop(&self) -> Option<T> {
+        let mut step = 0;
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
             let slot = &self.slots[head & (self.one_lap - 1)];
@@ -191,7 +209,10 @@ impl<T> Ring<T> {
                         slot.stamp.store(head.wrapping_add(self.one_lap), Ordering::Release);
                         return Some(value);
                     }
-                    Err(h) => head = h,
+                    Err(h) => {
+                        pause(&mut step);
+                        head = h;
+                    }
                 }
             } else if stamp == head {
                 // Nothing pushed here yet: empty, unless a push is under way.
@@ -200,10 +221,10 @@ impl<T> Ring<T> {
                 if tail == head {
                     return None;
                 }
-                spin_loop();
+                pause(&mut step);
                 head = self.head.load(Ordering::Relaxed);
             } else {
-                spin_loop();
+                pause(&mut step);
                 head = self.head.load(Ordering::Relaxed);
             }
         }
