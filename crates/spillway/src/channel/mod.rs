@@ -427,7 +427,7 @@ impl<T> Shared<T> {
         self.counters.send_wait_ns.fetch_add(waited, Ordering::Relaxed);
     }
 
-    #[inline]
+    #[inline(always)]
     fn try_recv(&self) -> Result<T, TryRecvError> {
         match self.ring.pop() {
             Some(v) => {

@@ -187,7 +187,7 @@ impl<T> Ring<T> {
     }
 
     /// Removes the oldest value, or `None` if the ring is empty.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pop(&self) -> Option<T> {
         let mut step = 0;
         let mut head = self.head.load(Ordering::Relaxed);
