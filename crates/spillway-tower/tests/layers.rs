@@ -207,3 +207,77 @@ async fn breaker_layer_opens_and_recovers() {
     assert_eq!(call.await.unwrap().unwrap(), 200);
     assert_eq!(breaker.state(), BreakerState::Closed);
 }
+
+/// Adaptive layer: a dropped response future releases its permit and teaches the algorithm
+/// nothing; a finished one feeds it.
+#[tokio::test]
+async fn adaptive_layer_releases_on_cancel_and_learns_on_completion() {
+    use spillway::adaptive::{AdaptiveLimiter, Aimd};
+    use spillway_tower::AdaptiveLimitLayer;
+    let limiter = AdaptiveLimiter::new(
+        Aimd::default().with_bounds(1, 100).with_initial(10),
+        ConcurrencyLimiter::new(1),
+    );
+    let layer = AdaptiveLimitLayer::new(limiter);
+    let (mock, mut handle) = tower_test::mock::pair::<u32, u32>();
+    let mut svc = layer.layer(mock);
+    handle.allow(10);
+    let fut = svc.ready().await.unwrap().call(1);
+    assert_eq!(layer.limiter().limiter().in_flight(), 1);
+    drop(fut);
+    let _ = handle.next_request().await; // the cancelled request reached the mock; skip it
+    assert_eq!(layer.limiter().limiter().in_flight(), 0);
+    assert_eq!(layer.limiter().limit(), 10, "a cancelled call is not a sample");
+    // A failed call is a drop: multiplicative decrease.
+    let call = tokio::spawn(svc.clone().oneshot(2));
+    let (_, respond) = handle.next_request().await.unwrap();
+    respond.send_error(std::io::Error::other("timeout"));
+    assert!(call.await.unwrap().is_err());
+    assert_eq!(layer.limiter().limit(), 9);
+}
+
+/// Bulkhead layer: a partition's guarantee holds against a greedy neighbour, and slots come
+/// back when responses complete or are dropped.
+#[tokio::test]
+async fn bulkhead_layer_keeps_guarantees() {
+    use spillway::shed::Bulkhead;
+    use spillway_tower::BulkheadLayer;
+    let (mock, mut handle) = tower_test::mock::pair::<usize, ()>();
+    let svc = BulkheadLayer::new(Bulkhead::new(3, &[1, 0]), |p: &usize| *p).layer(mock);
+    handle.allow(100);
+    let mut greedy = Vec::new();
+    for _ in 0..5 {
+        let mut s = svc.clone();
+        greedy.push(s.ready().await.unwrap().call(1));
+    }
+    // Partition 1 got the two unreserved slots; the other three calls were refused.
+    let mut refused = 0;
+    let mut kept = Vec::new();
+    for f in greedy {
+        match futures_now(f) {
+            Some(Err(e)) => {
+                assert!(matches!(
+                    e.downcast_ref::<Overloaded>().map(|o| o.reason()),
+                    Some(Reason::BulkheadFull { partition: 1 })
+                ));
+                refused += 1;
+            }
+            None => kept.push(()),
+            Some(Ok(())) => unreachable!("the mock has not answered"),
+        }
+    }
+    assert_eq!((refused, kept.len()), (3, 2));
+    // Partition 0's guaranteed slot is still there.
+    let mut s = svc.clone();
+    let guaranteed = s.ready().await.unwrap().call(0);
+    assert!(futures_now(guaranteed).is_none(), "admitted and waiting for the mock");
+}
+
+/// Polls a future once with a no-op waker: `Some(output)` if it is ready.
+fn futures_now<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
