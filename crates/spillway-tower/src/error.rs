@@ -50,6 +50,12 @@ pub struct Overloaded {
 }
 
 impl Overloaded {
+    /// A refusal for `reason`, worth retrying after `retry_after` (for policies outside these
+    /// layers, such as the proxy's, that answer the same way).
+    pub fn new(reason: Reason, retry_after: Duration) -> Self {
+        Self { reason, retry_after }
+    }
+
     /// Why.
     pub fn reason(&self) -> Reason {
         self.reason

@@ -258,11 +258,19 @@ impl ClientIp {
 
     /// The client address of `req`, or `None` if the peer is unknown.
     pub fn client<B>(&self, req: &Request<B>) -> Option<std::net::IpAddr> {
-        let peer = req.extensions().get::<std::net::SocketAddr>()?.ip();
+        self.client_of(req.headers(), req.extensions().get())
+    }
+
+    /// [`client`](Self::client) from a request's parts: its headers and its peer.
+    pub fn client_of(
+        &self,
+        headers: &http::HeaderMap,
+        peer: Option<&std::net::SocketAddr>,
+    ) -> Option<std::net::IpAddr> {
+        let peer = peer?.ip();
         if !self.is_trusted(peer) {
             return Some(peer);
         }
-        let headers = req.headers();
         // Walk the hops from the right (nearest first), without collecting them: the first
         // untrusted one is the client; if all are trusted, the leftmost.
         let name = if headers.contains_key("forwarded") { "forwarded" } else { "x-forwarded-for" };

@@ -69,6 +69,14 @@ impl<A: LimitAlgorithm, C: Clock> AdaptiveLimiter<A, C> {
         Ok(Admission { permit, in_flight: self.limiter.in_flight(), start: self.clock.now_precise() })
     }
 
+    /// [`try_admit`](Self::try_admit), waiting in the limiter's queue (if it has one) for at
+    /// most `remaining`: for callers that keep the admission in a response body.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub async fn admit_within(&self, remaining: Duration) -> Result<Admission<C>, Rejected> {
+        let permit = self.limiter.acquire_within_owned(remaining).await?;
+        Ok(Admission { permit, in_flight: self.limiter.in_flight(), start: self.clock.now_precise() })
+    }
+
     /// Releases an [`Admission`] and, given `Some(dropped)`, feeds its latency and outcome to
     /// the algorithm.
     pub fn finish(&self, admission: Admission<C>, dropped: Option<bool>) {

@@ -674,6 +674,13 @@ impl<C: Clock> ConcurrencyLimiter<C> {
         self.wait(Some(remaining)).await.map(|()| Permit { inner: &self.inner })
     }
 
+    /// [`acquire_within`](Self::acquire_within), with an owned permit (for moving into a
+    /// response body).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub async fn acquire_within_owned(&self, remaining: Duration) -> Result<OwnedPermit<C>, Rejected> {
+        self.wait(Some(remaining)).await.map(|()| OwnedPermit { inner: self.inner.clone() })
+    }
+
     #[cfg(all(feature = "async", not(loom)))]
     async fn wait(&self, deadline: Option<Duration>) -> Result<(), Rejected> {
         let inner = &*self.inner;

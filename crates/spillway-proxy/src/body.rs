@@ -1,0 +1,153 @@
+//! Bodies, streamed frame by frame through hyper's bounded buffers, never collected whole.
+//!
+//! - [`ProxyBody`]: what a client receives: the upstream's body (holding the request's permits
+//!   and its pooled connection until the last frame), or a short answer of our own.
+//! - [`UpstreamBody`]: what the upstream receives: the client's body, cut off at the byte cap.
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use crate::forward::Held;
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+/// A response body for the client.
+pub struct ProxyBody {
+    kind: Kind,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Upstream { body: Incoming, held: Option<Held> },
+}
+
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.kind {
+            Kind::Full(_) => "ProxyBody::Full",
+            Kind::Upstream { .. } => "ProxyBody::Upstream",
+        })
+    }
+}
+
+impl Default for ProxyBody {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl ProxyBody {
+    /// No body.
+    pub fn empty() -> Self {
+        Self { kind: Kind::Full(None) }
+    }
+
+    /// A short static body.
+    pub fn text(s: &'static str) -> Self {
+        Self { kind: Kind::Full(Some(Bytes::from_static(s.as_bytes()))) }
+    }
+
+    /// Owned bytes.
+    pub fn bytes(b: impl Into<Bytes>) -> Self {
+        Self { kind: Kind::Full(Some(b.into())) }
+    }
+
+    /// The upstream's body; `held` is released when it ends (or is dropped half-read).
+    pub(crate) fn upstream(body: Incoming, held: Held) -> Self {
+        Self { kind: Kind::Upstream { body, held: Some(held) } }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if let Kind::Upstream { held: Some(held), .. } = &mut self.kind {
+            held.end(false);
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.kind {
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream { body, held } => {
+                let frame = ready!(Pin::new(body).poll_frame(cx));
+                if frame.is_none() || body_is_end(&frame) {
+                    if let Some(mut h) = held.take() {
+                        h.end(frame.is_none());
+                    }
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(b) => b.is_none(),
+            Kind::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+/// An error frame ends the stream too (not cleanly).
+fn body_is_end(frame: &Option<Result<Frame<Bytes>, hyper::Error>>) -> bool {
+    matches!(frame, Some(Err(_)))
+}
+
+/// The request body sent upstream: the client's, refused past `remaining` bytes.
+#[derive(Debug)]
+pub(crate) struct UpstreamBody {
+    inner: Option<Incoming>,
+    remaining: u64,
+}
+
+/// The client's body passed the route's cap.
+#[derive(Debug, thiserror::Error)]
+#[error("request body over the cap")]
+pub(crate) struct TooLarge;
+
+impl UpstreamBody {
+    pub(crate) fn new(inner: Incoming, cap: u64) -> Self {
+        Self { inner: Some(inner), remaining: cap }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
+        let frame = ready!(Pin::new(inner).poll_frame(cx));
+        if let Some(Ok(f)) = &frame
+            && let Some(data) = f.data_ref()
+        {
+            let len = data.len() as u64;
+            if len > self.remaining {
+                self.inner = None;
+                return Poll::Ready(Some(Err(Box::new(TooLarge))));
+            }
+            self.remaining -= len;
+        }
+        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}

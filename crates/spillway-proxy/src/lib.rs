@@ -1,0 +1,232 @@
+//! Spillway's proxy as a library: put bounded queues, early 503/429 with `Retry-After`, rate
+//! limits, shedding, bulkheads and breakers in front of any HTTP service. The `spillway serve`
+//! command is a thin shell over [`Proxy::start`].
+//!
+//! Where a request goes, in order (one room each):
+//!
+//! | step | module |
+//! | --- | --- |
+//! | accepted by a worker (one thread, one runtime, its own socket) | `server` |
+//! | matched to a route | `state` |
+//! | body cap checked, then admitted, queued or refused | `forward`, `policy` |
+//! | sent on a pooled upstream connection | `upstream` |
+//! | streamed back, permits held until the last frame | `body` |
+//! | any refusal or failure answered | `error` (one place) |
+//!
+//! ```no_run
+//! let config = spillway_proxy::Config::load("spillway.toml".as_ref())?;
+//! let proxy = spillway_proxy::Proxy::start(config)?;
+//! println!("listening on {:?}", proxy.listener_addr("web"));
+//! proxy.wait_for_signals()?; // SIGHUP reloads, SIGTERM drains and returns
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod admin;
+mod body;
+pub mod config;
+mod error;
+mod forward;
+mod metrics;
+mod policy;
+mod server;
+mod state;
+mod upstream;
+
+pub use body::ProxyBody;
+pub use config::{Config, ConfigError};
+pub use metrics::Metrics;
+
+use arc_swap::ArcSwap;
+use state::State;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use tokio::sync::watch;
+
+/// What every worker shares.
+#[derive(Debug)]
+struct Shared {
+    state: ArcSwap<State>,
+    metrics: Metrics,
+    draining: AtomicBool,
+    workers: usize,
+    reload_lock: Mutex<()>,
+}
+
+/// A running proxy.
+#[derive(Debug)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+    addrs: Vec<(String, SocketAddr)>,
+    admin: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+}
+
+/// Why a reload was refused (the running config stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new file is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A change that needs a restart.
+    #[error("{0} (restart to apply)")]
+    NeedsRestart(String),
+}
+
+impl Proxy {
+    /// Binds every listener and the admin listener, then serves on `config.threads` workers.
+    pub fn start(config: Config) -> io::Result<Self> {
+        let workers = config.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let tls: Vec<server::Tls> =
+            config.listeners.iter().map(|l| l.tls.as_ref().map(server::tls_acceptor).transpose()).collect::<Result<_, _>>()?;
+        let (addrs, mut sockets) = server::bind_all(&config.listeners, workers)?;
+        let admin_socket = config.admin.as_ref().map(|a| server::bind(a.listen)).transpose()?;
+        let admin = admin_socket.as_ref().map(std::net::TcpListener::local_addr).transpose()?;
+        let metrics = Metrics::new();
+        let state = State::build(config.clone(), None, &metrics, workers);
+        let shared = Arc::new(Shared {
+            state: ArcSwap::from_pointee(state),
+            metrics,
+            draining: AtomicBool::new(false),
+            workers,
+            reload_lock: Mutex::new(()),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let mut threads = Vec::with_capacity(workers + 1);
+        for (worker, socks) in sockets.drain(..).enumerate() {
+            let socks = socks.into_iter().zip(config.listeners.iter().cloned()).zip(tls.iter().cloned()).map(|((s, c), t)| (s, c, t)).collect();
+            let (shared, stop_rx, grace) = (shared.clone(), stop_rx.clone(), config.shutdown_grace);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("spillway-worker-{worker}"))
+                    .spawn(move || server::run_worker(shared, worker, socks, stop_rx, grace))?,
+            );
+        }
+        if let Some(socket) = admin_socket {
+            let (shared, stop_rx) = (shared.clone(), stop_rx.clone());
+            threads.push(std::thread::Builder::new().name("spillway-admin".into()).spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(async {
+                    let listener = tokio::net::TcpListener::from_std(socket)?;
+                    admin::serve(shared, listener, stop_rx).await;
+                    Ok(())
+                })
+            })?);
+        }
+        let names = config.listeners.iter().map(|l| l.name.clone());
+        Ok(Self { shared, addrs: names.zip(addrs).collect(), admin, stop, threads })
+    }
+
+    /// The bound address of the listener named `name`.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// Every listener's name and bound address.
+    pub fn listener_addrs(&self) -> &[(String, SocketAddr)] {
+        &self.addrs
+    }
+
+    /// The admin listener's bound address.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Swaps in `config` atomically: requests already admitted finish under the old one, and
+    /// policies whose settings did not change keep their state (limits, queues, buckets).
+    /// Listeners, admin address and thread count need a restart.
+    pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
+        let _one_at_a_time = self.shared.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.shared.state.load_full();
+        let result = check_restart(&current.config, &config, self.shared.workers);
+        if let Err(e) = result {
+            self.shared.metrics.reload(false);
+            return Err(e);
+        }
+        let next = State::build(config, Some(&current), &self.shared.metrics, self.shared.workers);
+        self.shared.state.store(Arc::new(next));
+        self.shared.metrics.reload(true);
+        Ok(())
+    }
+
+    /// Counts a reload that failed before reaching [`reload`](Self::reload) (an invalid file).
+    pub fn reload_failed(&self) {
+        self.shared.metrics.reload(false);
+    }
+
+    /// Drains and stops: `/readyz` fails at once; after the configured shutdown delay the
+    /// listeners close; requests in flight and in queues finish (HTTP/1.1 answers carry
+    /// `Connection: close`, HTTP/2 connections get GOAWAY) within the grace period.
+    pub fn shutdown(self) -> io::Result<()> {
+        self.shared.draining.store(true, Ordering::Relaxed);
+        let delay = self.shared.state.load().config.shutdown_delay;
+        std::thread::sleep(delay);
+        let _ = self.stop.send(true);
+        for t in self.threads {
+            t.join().map_err(|_| io::Error::other("a worker panicked"))??;
+        }
+        Ok(())
+    }
+
+    /// Serves until SIGTERM or SIGINT (then drains, as [`shutdown`](Self::shutdown)); SIGHUP
+    /// reloads the file at `config_path`, keeping the running config if the new one is invalid.
+    pub fn run_until_signalled(self, config_path: Option<&std::path::Path>) -> io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async {
+            let mut term = signal(SignalKind::terminate())?;
+            let mut int = signal(SignalKind::interrupt())?;
+            let mut hup = signal(SignalKind::hangup())?;
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => {
+                        let Some(path) = config_path else { continue };
+                        match Config::load(path) {
+                            Ok(c) => match self.reload(c) {
+                                Ok(()) => tracing::info!("reloaded {}", path.display()),
+                                Err(e) => tracing::error!("reload refused: {e}"),
+                            },
+                            Err(e) => {
+                                self.reload_failed();
+                                tracing::error!("reload refused, keeping the running config: {e}");
+                            }
+                        }
+                    }
+                }
+            }
+            io::Result::Ok(())
+        })?;
+        tracing::info!("draining");
+        self.shutdown()
+    }
+
+    /// [`run_until_signalled`](Self::run_until_signalled) without a file to reload.
+    pub fn wait_for_signals(self) -> io::Result<()> {
+        self.run_until_signalled(None)
+    }
+}
+
+fn check_restart(old: &Config, new: &Config, workers: usize) -> Result<(), ReloadError> {
+    let same_listeners = old.listeners.len() == new.listeners.len()
+        && old.listeners.iter().zip(&new.listeners).all(|(a, b)| a == b);
+    if !same_listeners {
+        return Err(ReloadError::NeedsRestart("listeners changed".into()));
+    }
+    if old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen) {
+        return Err(ReloadError::NeedsRestart("the admin address changed".into()));
+    }
+    if new.threads.is_some_and(|t| t != workers) {
+        return Err(ReloadError::NeedsRestart("server.threads changed".into()));
+    }
+    Ok(())
+}

@@ -1,0 +1,358 @@
+//! A route's admission policy, built from [`PolicyConfig`]: where a request is admitted, queued
+//! or refused. The same core primitives as the `spillway-tower` layers, called directly so that
+//! one route's stack needs no boxing; refusals become the same [`Overloaded`] values, answered
+//! by the same `rejection_response`.
+//!
+//! Order, cheapest and most specific first: rate limits (429 before anything is held), the
+//! bulkhead partition, the upstream's breaker, then the concurrency limit, the only step that
+//! may wait (in its bounded queue).
+
+use crate::config::{AdaptiveAlgorithm, LimitKind, PolicyConfig, RateAlgorithm, RateConfig, RateKey};
+use crate::metrics::{Reason as MetricReason, RouteMetrics};
+use http::request::Parts;
+use spillway::adaptive::{self, AdaptiveLimiter, LimitAlgorithm};
+use spillway::breaker::CircuitBreaker;
+use spillway::clock::Clock;
+use spillway::limit::{ConcurrencyLimiter, OwnedPermit, RejectReason, Rejected};
+use spillway::rate::{self, Algorithm, Decision, KeyedLimiter, RateLimit, RateLimiter};
+use spillway::shed::{Bulkhead, Criticality, OwnedBulkheadPermit};
+use spillway_tower::http::ClientIp;
+use spillway_tower::{Overloaded, Reason};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The live state of a route's policy. Kept across reloads while its config is unchanged.
+#[derive(Debug)]
+pub(crate) struct Policy {
+    pub(crate) config: PolicyConfig,
+    pub(crate) limit: Option<Limit>,
+    rates: Vec<Rate>,
+    bulkhead: Option<Arc<Bulkhead>>,
+    hasher: foldhash::fast::FixedState,
+}
+
+#[derive(Debug)]
+pub(crate) enum Limit {
+    Static(ConcurrencyLimiter),
+    Adaptive(AdaptiveLimiter<Box<dyn LimitAlgorithm>>),
+}
+
+impl Limit {
+    pub(crate) fn limiter(&self) -> &ConcurrencyLimiter {
+        match self {
+            Limit::Static(l) => l,
+            Limit::Adaptive(a) => a.limiter(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Limiter {
+    Global(RateLimiter<AnyRate>),
+    Keyed(KeyedLimiter<u64, AnyRate>),
+}
+
+#[derive(Debug)]
+struct Rate {
+    config: RateConfig,
+    limiter: Limiter,
+}
+
+/// Any of the core's one-word rate algorithms, chosen by config.
+#[derive(Debug, Clone, Copy)]
+enum AnyRate {
+    Gcra(rate::Gcra),
+    TokenBucket(rate::TokenBucket),
+    LeakyBucket(rate::LeakyBucket),
+    Fixed(rate::FixedWindow),
+    Sliding(rate::SlidingWindow),
+}
+
+impl Algorithm for AnyRate {
+    #[inline]
+    fn decide(&self, state: u64, now: u64, n: u32) -> (Decision, u64) {
+        match self {
+            AnyRate::Gcra(a) => a.decide(state, now, n),
+            AnyRate::TokenBucket(a) => a.decide(state, now, n),
+            AnyRate::LeakyBucket(a) => a.decide(state, now, n),
+            AnyRate::Fixed(a) => a.decide(state, now, n),
+            AnyRate::Sliding(a) => a.decide(state, now, n),
+        }
+    }
+
+    fn idle_at(&self, state: u64, now: u64) -> u64 {
+        match self {
+            AnyRate::Gcra(a) => a.idle_at(state, now),
+            AnyRate::TokenBucket(a) => a.idle_at(state, now),
+            AnyRate::LeakyBucket(a) => a.idle_at(state, now),
+            AnyRate::Fixed(a) => a.idle_at(state, now),
+            AnyRate::Sliding(a) => a.idle_at(state, now),
+        }
+    }
+}
+
+fn algorithm(c: &RateConfig) -> AnyRate {
+    let q = c.quota;
+    // The quota was validated, so the other constructors accept it too.
+    let valid = "a validated quota";
+    match c.algorithm {
+        RateAlgorithm::Gcra => AnyRate::Gcra(rate::Gcra::new(q)),
+        RateAlgorithm::TokenBucket => {
+            AnyRate::TokenBucket(rate::TokenBucket::new(q.burst(), q.count(), q.period()).expect(valid))
+        }
+        RateAlgorithm::LeakyBucket => {
+            AnyRate::LeakyBucket(rate::LeakyBucket::new(q.count(), q.period(), q.burst()).expect(valid))
+        }
+        RateAlgorithm::FixedWindow => AnyRate::Fixed(rate::FixedWindow::new(q).expect(valid)),
+        RateAlgorithm::SlidingWindow => AnyRate::Sliding(rate::SlidingWindow::new(q).expect(valid)),
+    }
+}
+
+fn controller(algorithm: AdaptiveAlgorithm, min: usize, max: usize, initial: usize) -> Box<dyn LimitAlgorithm> {
+    // Windowed: one update per 200 samples, as `spillway simulate` found best for the
+    // latency-gradient controllers.
+    match algorithm {
+        AdaptiveAlgorithm::Gradient2 => Box::new(adaptive::Windowed::new(
+            adaptive::Gradient2::default().with_bounds(min, max).with_initial(initial),
+            200,
+        )),
+        AdaptiveAlgorithm::Vegas => Box::new(adaptive::Windowed::new(
+            adaptive::Vegas::default().with_max(max).with_initial(initial.max(min)),
+            200,
+        )),
+        AdaptiveAlgorithm::Aimd => Box::new(adaptive::Aimd::default().with_bounds(min, max).with_initial(initial)),
+        AdaptiveAlgorithm::Gradient => {
+            Box::new(adaptive::Gradient::default().with_bounds(min, max).with_initial(initial))
+        }
+        AdaptiveAlgorithm::Slo { target } => {
+            Box::new(adaptive::Slo::new(target).with_bounds(min, max).with_initial(initial))
+        }
+    }
+}
+
+impl Policy {
+    pub(crate) fn new(config: &PolicyConfig) -> Self {
+        let limit = config.limit.as_ref().map(|l| {
+            let start = match l.kind {
+                LimitKind::Static { max } => max,
+                LimitKind::Adaptive { initial, .. } => initial,
+            };
+            let limiter =
+                ConcurrencyLimiter::builder(start).queue(l.queue).queue_timeout(l.queue_timeout).order(l.order).build();
+            match l.kind {
+                LimitKind::Static { .. } => Limit::Static(limiter),
+                LimitKind::Adaptive { algorithm, min, max, initial } => {
+                    Limit::Adaptive(AdaptiveLimiter::new(controller(algorithm, min, max, initial), limiter))
+                }
+            }
+        });
+        let rates = config
+            .rates
+            .iter()
+            .map(|c| Rate {
+                limiter: match c.key {
+                    RateKey::Global => Limiter::Global(RateLimiter::new(algorithm(c))),
+                    _ => Limiter::Keyed(KeyedLimiter::new(algorithm(c), c.max_keys)),
+                },
+                config: c.clone(),
+            })
+            .collect();
+        let bulkhead = config.bulkhead.as_ref().map(|b| {
+            let mut guaranteed: Vec<usize> = b.partitions.iter().map(|p| p.1).collect();
+            guaranteed.push(0); // the default partition: borrows only
+            Arc::new(Bulkhead::new(b.capacity, &guaranteed))
+        });
+        Self { config: config.clone(), limit, rates, bulkhead, hasher: foldhash::fast::FixedState::default() }
+    }
+
+    /// Admits the request described by `parts` or says why not. `breaker` is the upstream's.
+    pub(crate) async fn admit(
+        self: &Arc<Self>,
+        parts: &Parts,
+        client: &ClientIp,
+        breaker: Option<&(Arc<CircuitBreaker>, bool)>,
+        metrics: &RouteMetrics,
+    ) -> Result<Admitted, Overloaded> {
+        for rate in &self.rates {
+            let decision = match &rate.limiter {
+                Limiter::Global(l) => l.check(),
+                Limiter::Keyed(l) => l.check_key(&self.key(&rate.config.key, parts, client)),
+            };
+            if !decision.allowed {
+                if rate.config.dry_run {
+                    metrics.would_reject(MetricReason::rate_limited);
+                } else {
+                    metrics.rejected(MetricReason::rate_limited);
+                    return Err(decision.into());
+                }
+            }
+        }
+        let mut admitted = Admitted::default();
+        if let (Some(bulkhead), Some(config)) = (&self.bulkhead, &self.config.bulkhead) {
+            let partition = parts
+                .headers
+                .get(&config.header)
+                .and_then(|v| config.partitions.iter().position(|p| &p.0 == v))
+                .unwrap_or(config.partitions.len());
+            match Bulkhead::try_acquire_owned(bulkhead, partition) {
+                Some(p) => admitted.bulkhead = Some(p),
+                None if config.dry_run => metrics.would_reject(MetricReason::bulkhead_full),
+                None => {
+                    metrics.rejected(MetricReason::bulkhead_full);
+                    return Err(Overloaded::new(Reason::BulkheadFull { partition }, Duration::from_secs(1)));
+                }
+            }
+        }
+        if let Some((breaker, dry_run)) = breaker {
+            match breaker.try_admit() {
+                Ok(a) => admitted.breaker = Some((breaker.clone(), a)),
+                Err(_) if *dry_run => metrics.would_reject(MetricReason::breaker_open),
+                Err(open) => {
+                    metrics.rejected(MetricReason::breaker_open);
+                    return Err(open.into());
+                }
+            }
+        }
+        if let (Some(limit), Some(config)) = (&self.limit, &self.config.limit) {
+            let limiter = limit.limiter();
+            let class = self.criticality(parts);
+            let shed_ceiling = self.config.shed.as_ref().map(|_| ceiling(limiter.limit(), class));
+            let queued = limiter.clock().now();
+            let permit: Result<Option<OwnedPermit>, (Rejected, Option<Criticality>)> = match shed_ceiling {
+                // Below the top class, a request is admitted only under its class's ceiling and
+                // never queues: the queue is kept for the work that matters most.
+                Some(c) if class < Criticality::Critical => {
+                    limiter.try_acquire_within_owned(c).map(Some).map_err(|r| (r, Some(class)))
+                }
+                _ => match limit {
+                    Limit::Static(l) => l.acquire_within_owned(config.queue_timeout).await.map(Some),
+                    Limit::Adaptive(a) => a.admit_within(config.queue_timeout).await.map(|adm| {
+                        admitted.adaptive = Some((self.clone(), adm));
+                        None
+                    }),
+                }
+                .map_err(|r| (r, None)),
+            };
+            let waited = limiter.clock().now().saturating_sub(queued);
+            match permit {
+                Ok(p) => {
+                    metrics.queue_wait.observe(waited as f64 / 1e9);
+                    admitted.permit = p;
+                }
+                Err((rejected, shed)) => {
+                    let reason = metric_reason(&rejected, shed.is_some());
+                    if config.dry_run || (shed.is_some() && self.config.shed.as_ref().is_some_and(|s| s.dry_run)) {
+                        metrics.would_reject(reason);
+                    } else {
+                        metrics.rejected(reason);
+                        return Err(match shed {
+                            Some(class) => Overloaded::new(Reason::Shed(class), rejected.retry_after()),
+                            None => rejected.into(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(admitted)
+    }
+
+    /// Keys held and live keys evicted, over the route's keyed rate limiters.
+    pub(crate) fn keyed_stats(&self) -> Option<(u64, u64)> {
+        let stats = self.rates.iter().filter_map(|r| match &r.limiter {
+            Limiter::Keyed(k) => Some(k.stats()),
+            Limiter::Global(_) => None,
+        });
+        stats.fold(None, |acc, s| {
+            let (k, e) = acc.unwrap_or((0, 0));
+            Some((k + s.keys, e + s.evicted))
+        })
+    }
+
+    fn criticality(&self, parts: &Parts) -> Criticality {
+        let Some(shed) = &self.config.shed else { return Criticality::Critical };
+        parts
+            .headers
+            .get(&shed.header)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(shed.default)
+    }
+
+    fn key(&self, key: &RateKey, parts: &Parts, client: &ClientIp) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        match key {
+            RateKey::Global => {}
+            RateKey::Ip => {
+                client.client_of(&parts.headers, parts.extensions.get()).map(rate::IpKey::from).hash(&mut h)
+            }
+            RateKey::Route => {
+                parts.method.hash(&mut h);
+                for s in parts.uri.path().split('/').filter(|s| !s.is_empty()).take(2) {
+                    s.hash(&mut h);
+                }
+            }
+            RateKey::Header(name) => parts.headers.get(name).map(|v| v.as_bytes()).hash(&mut h),
+        }
+        h.finish()
+    }
+}
+
+/// How many may be in flight when a request of `class` is admitted: the shares of
+/// `spillway::shed::PriorityShedder` (sheddable 50 %, sheddable_plus 75 %, critical 90 %).
+fn ceiling(limit: usize, class: Criticality) -> usize {
+    let share = [0.5, 0.75, 0.9, 1.0][class as usize];
+    ((limit as f64 * share).ceil() as usize).max(1)
+}
+
+fn metric_reason(r: &Rejected, shed: bool) -> MetricReason {
+    if shed {
+        return MetricReason::shed;
+    }
+    match r.reason() {
+        RejectReason::AtCapacity => MetricReason::at_capacity,
+        RejectReason::QueueFull => MetricReason::queue_full,
+        RejectReason::Timeout => MetricReason::queue_timeout,
+        RejectReason::DeadlineUnreachable => MetricReason::deadline,
+        _ => MetricReason::at_capacity,
+    }
+}
+
+/// What an admitted request holds until it is done; dropping it releases everything.
+#[derive(Debug, Default)]
+pub(crate) struct Admitted {
+    permit: Option<OwnedPermit>,
+    adaptive: Option<(Arc<Policy>, adaptive::Admission)>,
+    bulkhead: Option<OwnedBulkheadPermit>,
+    breaker: Option<(Arc<CircuitBreaker>, spillway::breaker::Admission)>,
+}
+
+impl Admitted {
+    /// The upstream answered (`failed`: 5xx, a timeout or a connection failure): feeds the
+    /// adaptive limit and the breaker. The concurrency permit and the bulkhead slot stay held
+    /// until `self` is dropped, when the response body is done.
+    pub(crate) fn record(&mut self, failed: bool) {
+        if let Some((policy, admission)) = self.adaptive.take()
+            && let Some(Limit::Adaptive(a)) = &policy.limit
+        {
+            a.finish(admission, Some(failed));
+        }
+        if let Some((breaker, admission)) = self.breaker.take() {
+            breaker.finish(admission, Some(failed));
+        }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        // Not recorded: the client went away or the body broke; release without a sample.
+        if let Some((policy, admission)) = self.adaptive.take()
+            && let Some(Limit::Adaptive(a)) = &policy.limit
+        {
+            a.finish(admission, None);
+        }
+        if let Some((breaker, admission)) = self.breaker.take() {
+            breaker.finish(admission, None);
+        }
+    }
+}

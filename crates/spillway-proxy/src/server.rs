@@ -1,0 +1,164 @@
+//! Workers: one OS thread each, with a single-threaded tokio runtime and its own listening
+//! socket per listener (`SO_REUSEPORT`: the kernel spreads connections), so a request never
+//! crosses threads and the upstream pools need no shared lock.
+
+use crate::Shared;
+use crate::config::ListenerConfig;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Binds `addr` with `SO_REUSEPORT`, so every worker can bind the same address.
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Binds every listener once per worker; `127.0.0.1:0` picks one port shared by all workers.
+pub(crate) fn bind_all(
+    listeners: &[ListenerConfig],
+    workers: usize,
+) -> io::Result<(Vec<SocketAddr>, Vec<Vec<std::net::TcpListener>>)> {
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut addrs = Vec::new();
+    for l in listeners {
+        let first = bind(l.listen).map_err(|e| io::Error::new(e.kind(), format!("listener {}: {}: {e}", l.name, l.listen)))?;
+        let addr = first.local_addr()?;
+        addrs.push(addr);
+        per_worker[0].push(first);
+        for w in per_worker.iter_mut().skip(1) {
+            w.push(bind(addr)?);
+        }
+    }
+    Ok((addrs, per_worker))
+}
+
+pub(crate) type Tls = Option<tokio_rustls::TlsAcceptor>;
+
+/// Runs worker `worker` until `stop` turns true, then drains its connections for at most
+/// `grace`.
+pub(crate) fn run_worker(
+    shared: Arc<Shared>,
+    worker: usize,
+    sockets: Vec<(std::net::TcpListener, ListenerConfig, Tls)>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) -> io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let graceful = Arc::new(GracefulShutdown::new());
+        let mut loops = tokio::task::JoinSet::new();
+        for (index, (socket, config, tls)) in sockets.into_iter().enumerate() {
+            let listener = tokio::net::TcpListener::from_std(socket)?;
+            let builder = connection_builder(&config);
+            let (shared, graceful, mut stop) = (shared.clone(), graceful.clone(), stop.clone());
+            loops.spawn(async move {
+                loop {
+                    let (stream, peer) = tokio::select! {
+                        accepted = listener.accept() => match accepted {
+                            Ok(a) => a,
+                            // Out of descriptors or the like: back off instead of spinning.
+                            Err(e) => {
+                                tracing::warn!(error = %e, "accept failed");
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                                continue;
+                            }
+                        },
+                        () = stopped(&mut stop) => break,
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let shared = shared.clone();
+                    let svc = service_fn(move |req| {
+                        let shared = shared.clone();
+                        async move { Ok::<_, Infallible>(crate::forward::handle(&shared, worker, index, peer, req).await) }
+                    });
+                    match &tls {
+                        None => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                            tokio::spawn(graceful.watch(conn));
+                        }
+                        Some(acceptor) => {
+                            let (acceptor, builder, graceful) = (acceptor.clone(), builder.clone(), graceful.clone());
+                            let handshake = config.header_read_timeout;
+                            tokio::spawn(async move {
+                                let Ok(Ok(stream)) = tokio::time::timeout(handshake, acceptor.accept(stream)).await else {
+                                    return;
+                                };
+                                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                                let _ = graceful.watch(conn).await;
+                            });
+                        }
+                    }
+                }
+            });
+        }
+        stopped(&mut stop).await;
+        while loops.join_next().await.is_some() {}
+        // Every accept loop has ended and dropped its handle.
+        if let Ok(graceful) = Arc::try_unwrap(graceful)
+            && tokio::time::timeout(grace, graceful.shutdown()).await.is_err()
+        {
+            tracing::warn!(worker, "grace period over with connections still open");
+        }
+        Ok(())
+    })
+}
+
+/// HTTP/1.1 and HTTP/2 (h2c by prior knowledge, or ALPN under TLS) with the listener's limits.
+fn connection_builder(c: &ListenerConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(c.header_read_timeout)
+        .max_buf_size(c.max_header_bytes.max(8192))
+        .max_headers(c.max_headers)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(c.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(c.h2_max_pending_resets)
+        .initial_stream_window_size(c.h2_stream_window)
+        .initial_connection_window_size(c.h2_connection_window)
+        .max_header_list_size(c.max_header_bytes as u32)
+        .keep_alive_interval(Some(c.idle_timeout))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+/// A TLS acceptor offering h2 and http/1.1 by ALPN.
+pub(crate) fn tls_acceptor(c: &crate::config::TlsConfig) -> io::Result<tokio_rustls::TlsAcceptor> {
+    use tokio_rustls::rustls;
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+    };
+    let certs = rustls_pemfile::certs(&mut &read(&c.cert)?[..]).collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut &read(&c.key)?[..])?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("{}: no private key", c.key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
