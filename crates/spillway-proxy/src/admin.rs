@@ -15,7 +15,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// Serves the admin endpoints on `listener` until `stop`.
-pub(crate) async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let (stream, _) = tokio::select! {
             a = listener.accept() => match a { Ok(a) => a, Err(_) => { tokio::time::sleep(Duration::from_millis(10)).await; continue } },

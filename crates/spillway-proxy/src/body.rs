@@ -4,9 +4,9 @@
 //!   and its pooled connection until the last frame), or a short answer of our own.
 //! - [`UpstreamBody`]: what the upstream receives: the client's body, cut off at the byte cap.
 
+use crate::forward::Held;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use crate::forward::Held;
 use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -70,7 +70,10 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut self.kind {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream { body, held } => {
@@ -127,7 +130,10 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
         let frame = ready!(Pin::new(inner).poll_frame(cx));
         if let Some(Ok(f)) = &frame

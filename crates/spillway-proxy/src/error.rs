@@ -52,7 +52,9 @@ impl ProxyError {
             ProxyError::Connect(_) | ProxyError::ConnectTimeout => {
                 (StatusCode::BAD_GATEWAY, "14", "upstream unreachable\n")
             }
-            ProxyError::PoolExhausted => (StatusCode::SERVICE_UNAVAILABLE, "14", "upstream connections exhausted\n"),
+            ProxyError::PoolExhausted => {
+                (StatusCode::SERVICE_UNAVAILABLE, "14", "upstream connections exhausted\n")
+            }
             ProxyError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "4", "upstream timed out\n"),
             ProxyError::Upstream(_) => (StatusCode::BAD_GATEWAY, "14", "upstream failed\n"),
         };
@@ -83,7 +85,10 @@ impl ProxyError {
     pub(crate) fn is_upstream_failure(&self) -> bool {
         matches!(
             self,
-            ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::UpstreamTimeout | ProxyError::Upstream(_)
+            ProxyError::Connect(_)
+                | ProxyError::ConnectTimeout
+                | ProxyError::UpstreamTimeout
+                | ProxyError::Upstream(_)
         )
     }
 }

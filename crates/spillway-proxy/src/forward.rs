@@ -77,7 +77,8 @@ pub(crate) async fn handle(
     };
     let metrics = &route.metrics;
     let cap = route.config.max_body_bytes;
-    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > cap) {
         metrics.outcome(Outcome::invalid);
         return ProxyError::BodyTooLarge(cap).response(grpc);
@@ -191,6 +192,7 @@ fn absolute(uri: &Uri, headers: &HeaderMap, fallback: SocketAddr) -> Uri {
     let mut p = http::uri::Parts::default();
     p.scheme = Some(http::uri::Scheme::HTTP);
     p.authority = Some(authority);
-    p.path_and_query = uri.path_and_query().cloned().or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
+    p.path_and_query =
+        uri.path_and_query().cloned().or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
     Uri::from_parts(p).unwrap_or_default()
 }

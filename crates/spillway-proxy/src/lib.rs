@@ -63,6 +63,9 @@ pub struct Proxy {
     admin: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<io::Result<()>>>,
+    /// The admin listener outlives the drain, so `/readyz` and `/metrics` show it.
+    admin_stop: watch::Sender<bool>,
+    admin_thread: Option<JoinHandle<io::Result<()>>>,
 }
 
 /// Why a reload was refused (the running config stays).
@@ -79,9 +82,13 @@ pub enum ReloadError {
 impl Proxy {
     /// Binds every listener and the admin listener, then serves on `config.threads` workers.
     pub fn start(config: Config) -> io::Result<Self> {
-        let workers = config.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let tls: Vec<server::Tls> =
-            config.listeners.iter().map(|l| l.tls.as_ref().map(server::tls_acceptor).transpose()).collect::<Result<_, _>>()?;
+        let workers =
+            config.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let tls: Vec<server::Tls> = config
+            .listeners
+            .iter()
+            .map(|l| l.tls.as_ref().map(server::tls_acceptor).transpose())
+            .collect::<Result<_, _>>()?;
         let (addrs, mut sockets) = server::bind_all(&config.listeners, workers)?;
         let admin_socket = config.admin.as_ref().map(|a| server::bind(a.listen)).transpose()?;
         let admin = admin_socket.as_ref().map(std::net::TcpListener::local_addr).transpose()?;
@@ -97,7 +104,12 @@ impl Proxy {
         let (stop, stop_rx) = watch::channel(false);
         let mut threads = Vec::with_capacity(workers + 1);
         for (worker, socks) in sockets.drain(..).enumerate() {
-            let socks = socks.into_iter().zip(config.listeners.iter().cloned()).zip(tls.iter().cloned()).map(|((s, c), t)| (s, c, t)).collect();
+            let socks = socks
+                .into_iter()
+                .zip(config.listeners.iter().cloned())
+                .zip(tls.iter().cloned())
+                .map(|((s, c), t)| (s, c, t))
+                .collect();
             let (shared, stop_rx, grace) = (shared.clone(), stop_rx.clone(), config.shutdown_grace);
             threads.push(
                 std::thread::Builder::new()
@@ -105,19 +117,22 @@ impl Proxy {
                     .spawn(move || server::run_worker(shared, worker, socks, stop_rx, grace))?,
             );
         }
+        let (admin_stop, admin_stop_rx) = watch::channel(false);
+        let mut admin_thread = None;
         if let Some(socket) = admin_socket {
-            let (shared, stop_rx) = (shared.clone(), stop_rx.clone());
-            threads.push(std::thread::Builder::new().name("spillway-admin".into()).spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                rt.block_on(async {
-                    let listener = tokio::net::TcpListener::from_std(socket)?;
-                    admin::serve(shared, listener, stop_rx).await;
-                    Ok(())
-                })
-            })?);
+            let (shared, stop_rx) = (shared.clone(), admin_stop_rx);
+            admin_thread =
+                Some(std::thread::Builder::new().name("spillway-admin".into()).spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    rt.block_on(async {
+                        let listener = tokio::net::TcpListener::from_std(socket)?;
+                        admin::serve(shared, listener, stop_rx).await;
+                        Ok(())
+                    })
+                })?);
         }
         let names = config.listeners.iter().map(|l| l.name.clone());
-        Ok(Self { shared, addrs: names.zip(addrs).collect(), admin, stop, threads })
+        Ok(Self { shared, addrs: names.zip(addrs).collect(), admin, stop, threads, admin_stop, admin_thread })
     }
 
     /// The bound address of the listener named `name`.
@@ -170,10 +185,16 @@ impl Proxy {
         let delay = self.shared.state.load().config.shutdown_delay;
         std::thread::sleep(delay);
         let _ = self.stop.send(true);
+        let mut result = Ok(());
         for t in self.threads {
-            t.join().map_err(|_| io::Error::other("a worker panicked"))??;
+            result = result.and(t.join().unwrap_or_else(|_| Err(io::Error::other("a worker panicked"))));
         }
-        Ok(())
+        let _ = self.admin_stop.send(true);
+        if let Some(t) = self.admin_thread {
+            result =
+                result.and(t.join().unwrap_or_else(|_| Err(io::Error::other("the admin thread panicked"))));
+        }
+        result
     }
 
     /// Serves until SIGTERM or SIGINT (then drains, as [`shutdown`](Self::shutdown)); SIGHUP

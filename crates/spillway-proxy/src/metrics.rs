@@ -170,8 +170,16 @@ impl Metrics {
             "Live keys pushed out of a keyed rate limiter's table (monotonic)",
             m.evictions.clone(),
         );
-        r.register("breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open, 3 off", m.breaker_state.clone());
-        r.register("upstream_connections", "Open connections to the upstream", m.upstream_connections.clone());
+        r.register(
+            "breaker_state",
+            "Circuit breaker: 0 closed, 1 open, 2 half-open, 3 off",
+            m.breaker_state.clone(),
+        );
+        r.register(
+            "upstream_connections",
+            "Open connections to the upstream",
+            m.upstream_connections.clone(),
+        );
         r.register("reloads", "Config reloads by result", m.reloads.clone());
         let info = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
         r.register("build", "Build information", info);
@@ -203,7 +211,14 @@ impl Metrics {
             self.would_reject.remove(&RouteReason { route: route.into(), reason: x });
         }
         let label = RouteLabel { route: route.into() };
-        for f in [&self.in_flight, &self.limit, &self.queue_depth, &self.queue_capacity, &self.keys, &self.evictions] {
+        for f in [
+            &self.in_flight,
+            &self.limit,
+            &self.queue_depth,
+            &self.queue_capacity,
+            &self.keys,
+            &self.evictions,
+        ] {
             f.remove(&label);
         }
         self.queue_wait.remove(&label);

@@ -109,7 +109,12 @@ fn algorithm(c: &RateConfig) -> AnyRate {
     }
 }
 
-fn controller(algorithm: AdaptiveAlgorithm, min: usize, max: usize, initial: usize) -> Box<dyn LimitAlgorithm> {
+fn controller(
+    algorithm: AdaptiveAlgorithm,
+    min: usize,
+    max: usize,
+    initial: usize,
+) -> Box<dyn LimitAlgorithm> {
     // Windowed: one update per 200 samples, as `spillway simulate` found best for the
     // latency-gradient controllers.
     match algorithm {
@@ -121,7 +126,9 @@ fn controller(algorithm: AdaptiveAlgorithm, min: usize, max: usize, initial: usi
             adaptive::Vegas::default().with_max(max).with_initial(initial.max(min)),
             200,
         )),
-        AdaptiveAlgorithm::Aimd => Box::new(adaptive::Aimd::default().with_bounds(min, max).with_initial(initial)),
+        AdaptiveAlgorithm::Aimd => {
+            Box::new(adaptive::Aimd::default().with_bounds(min, max).with_initial(initial))
+        }
         AdaptiveAlgorithm::Gradient => {
             Box::new(adaptive::Gradient::default().with_bounds(min, max).with_initial(initial))
         }
@@ -138,8 +145,11 @@ impl Policy {
                 LimitKind::Static { max } => max,
                 LimitKind::Adaptive { initial, .. } => initial,
             };
-            let limiter =
-                ConcurrencyLimiter::builder(start).queue(l.queue).queue_timeout(l.queue_timeout).order(l.order).build();
+            let limiter = ConcurrencyLimiter::builder(start)
+                .queue(l.queue)
+                .queue_timeout(l.queue_timeout)
+                .order(l.order)
+                .build();
             match l.kind {
                 LimitKind::Static { .. } => Limit::Static(limiter),
                 LimitKind::Adaptive { algorithm, min, max, initial } => {
@@ -193,7 +203,7 @@ impl Policy {
             let partition = parts
                 .headers
                 .get(&config.header)
-                .and_then(|v| config.partitions.iter().position(|p| &p.0 == v))
+                .and_then(|v| config.partitions.iter().position(|p| p.0 == v))
                 .unwrap_or(config.partitions.len());
             match Bulkhead::try_acquire_owned(bulkhead, partition) {
                 Some(p) => admitted.bulkhead = Some(p),
@@ -242,7 +252,9 @@ impl Policy {
                 }
                 Err((rejected, shed)) => {
                     let reason = metric_reason(&rejected, shed.is_some());
-                    if config.dry_run || (shed.is_some() && self.config.shed.as_ref().is_some_and(|s| s.dry_run)) {
+                    if config.dry_run
+                        || (shed.is_some() && self.config.shed.as_ref().is_some_and(|s| s.dry_run))
+                    {
                         metrics.would_reject(reason);
                     } else {
                         metrics.rejected(reason);

@@ -35,7 +35,8 @@ pub(crate) fn bind_all(
     let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
     let mut addrs = Vec::new();
     for l in listeners {
-        let first = bind(l.listen).map_err(|e| io::Error::new(e.kind(), format!("listener {}: {}: {e}", l.name, l.listen)))?;
+        let first = bind(l.listen)
+            .map_err(|e| io::Error::new(e.kind(), format!("listener {}: {}: {e}", l.name, l.listen)))?;
         let addr = first.local_addr()?;
         addrs.push(addr);
         per_worker[0].push(first);
@@ -83,7 +84,11 @@ pub(crate) fn run_worker(
                     let shared = shared.clone();
                     let svc = service_fn(move |req| {
                         let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(crate::forward::handle(&shared, worker, index, peer, req).await) }
+                        async move {
+                            Ok::<_, Infallible>(
+                                crate::forward::handle(&shared, worker, index, peer, req).await,
+                            )
+                        }
                     });
                     match &tls {
                         None => {
@@ -91,10 +96,13 @@ pub(crate) fn run_worker(
                             tokio::spawn(graceful.watch(conn));
                         }
                         Some(acceptor) => {
-                            let (acceptor, builder, graceful) = (acceptor.clone(), builder.clone(), graceful.clone());
+                            let (acceptor, builder, graceful) =
+                                (acceptor.clone(), builder.clone(), graceful.clone());
                             let handshake = config.header_read_timeout;
                             tokio::spawn(async move {
-                                let Ok(Ok(stream)) = tokio::time::timeout(handshake, acceptor.accept(stream)).await else {
+                                let Ok(Ok(stream)) =
+                                    tokio::time::timeout(handshake, acceptor.accept(stream)).await
+                                else {
                                     return;
                                 };
                                 let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
@@ -145,8 +153,9 @@ pub(crate) fn tls_acceptor(c: &crate::config::TlsConfig) -> io::Result<tokio_rus
         std::fs::read(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
     };
     let certs = rustls_pemfile::certs(&mut &read(&c.cert)?[..]).collect::<Result<Vec<_>, _>>()?;
-    let key = rustls_pemfile::private_key(&mut &read(&c.key)?[..])?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("{}: no private key", c.key.display())))?;
+    let key = rustls_pemfile::private_key(&mut &read(&c.key)?[..])?.ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("{}: no private key", c.key.display()))
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -53,7 +53,9 @@ impl State {
             .iter()
             .map(|r| {
                 let policy = previous
-                    .and_then(|p| p.routes.iter().find(|o| o.config.name == r.name && o.policy.config == r.policy))
+                    .and_then(|p| {
+                        p.routes.iter().find(|o| o.config.name == r.name && o.policy.config == r.policy)
+                    })
                     .map_or_else(|| Arc::new(Policy::new(&r.policy)), |o| o.policy.clone());
                 Route {
                     config: r.clone(),
@@ -75,7 +77,13 @@ impl State {
             .map(|(i, l)| Listener {
                 config: l.clone(),
                 client_ip: ClientIp::trusting(l.trusted_proxies.iter().copied()),
-                routes: config.routes.iter().enumerate().filter(|(_, r)| r.listener == i).map(|(j, _)| j).collect(),
+                routes: config
+                    .routes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.listener == i)
+                    .map(|(j, _)| j)
+                    .collect(),
             })
             .collect();
         Self { config, listeners, upstreams, routes }
@@ -102,7 +110,8 @@ fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
     }
-    host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
+    host.rsplit_once(':')
+        .map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
 }
 
 #[cfg(test)]
@@ -137,12 +146,16 @@ mod tests {
         .unwrap();
         let metrics = Metrics::new();
         let state = State::build(config, None, &metrics, 1);
-        let name = |req: http::Request<()>| state.route(0, &req.into_parts().0).map(|r| r.config.name.clone());
-        let req = || http::Request::post("/api/x").header("host", "api.example.com:8080").header("x-tenant", "gold");
+        let name =
+            |req: http::Request<()>| state.route(0, &req.into_parts().0).map(|r| r.config.name.clone());
+        let req = || {
+            http::Request::post("/api/x").header("host", "api.example.com:8080").header("x-tenant", "gold")
+        };
         assert_eq!(name(req().body(()).unwrap()).as_deref(), Some("api-post"));
         assert_eq!(name(req().method("GET").body(()).unwrap()).as_deref(), Some("rest"));
         assert_eq!(name(req().header("x-tenant", "tin").body(()).unwrap()).as_deref(), Some("api-post"));
-        let other_host = http::Request::post("/api/x").header("host", "example.com").header("x-tenant", "gold");
+        let other_host =
+            http::Request::post("/api/x").header("host", "example.com").header("x-tenant", "gold");
         assert_eq!(name(other_host.body(()).unwrap()).as_deref(), Some("rest"));
         assert_eq!(strip_port("[::1]:80"), "::1");
     }

@@ -69,7 +69,8 @@ mod tests {
 
     #[test]
     fn locates_keys_in_arrays_of_tables() {
-        let src = "[[routes]]\nlistener = \"a\"\n\n[[routes]]\nlistener = \"b\"\n[routes.concurrency]\nmax = 0\n";
+        let src =
+            "[[routes]]\nlistener = \"a\"\n\n[[routes]]\nlistener = \"b\"\n[routes.concurrency]\nmax = 0\n";
         let at = |k| locate(src, k).map(|o| line_col(src, o));
         assert_eq!(at("routes[1].listener"), Some((5, 12)));
         assert_eq!(at("routes[1].concurrency.max"), Some((7, 7)));

@@ -395,7 +395,9 @@ fn validate(raw: raw::Raw) -> Result<Config, Invalid> {
         }
         let mut trusted = Vec::new();
         for (j, c) in l.trusted_proxies.unwrap_or_default().iter().enumerate() {
-            trusted.push(c.parse().or_else(|e| bad(format!("listeners[{i}].trusted_proxies[{j}]"), format!("{e}")))?);
+            trusted.push(
+                c.parse().or_else(|e| bad(format!("listeners[{i}].trusted_proxies[{j}]"), format!("{e}")))?,
+            );
         }
         let window = |f: &str, v: Option<raw::Size>, default: u32| match v {
             Some(raw::Size(n)) if !(65_535..=MAX_WINDOW).contains(&n) => {
@@ -430,8 +432,12 @@ fn validate(raw: raw::Raw) -> Result<Config, Invalid> {
         if u.addrs.is_empty() {
             return bad(k("addrs"), "at least one address is needed");
         }
-        let addrs =
-            u.addrs.iter().enumerate().map(|(j, a)| addr(format!("upstreams[{i}].addrs[{j}]"), a)).collect::<Result<_, _>>()?;
+        let addrs = u
+            .addrs
+            .iter()
+            .enumerate()
+            .map(|(j, a)| addr(format!("upstreams[{i}].addrs[{j}]"), a))
+            .collect::<Result<_, _>>()?;
         let protocol = match u.protocol.as_deref().unwrap_or("http1") {
             "http1" => Protocol::Http1,
             "h2c" => Protocol::H2c,
@@ -470,7 +476,10 @@ fn validate(raw: raw::Raw) -> Result<Config, Invalid> {
         };
         let methods = methods
             .iter()
-            .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).or_else(|_| bad(k("method"), format!("{m:?} is not a method"))))
+            .map(|m| {
+                Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                    .or_else(|_| bad(k("method"), format!("{m:?} is not a method")))
+            })
             .collect::<Result<_, _>>()?;
         let mut headers = Vec::new();
         for (h, v) in &r.headers {
@@ -480,12 +489,20 @@ fn validate(raw: raw::Raw) -> Result<Config, Invalid> {
         }
         let policy = PolicyConfig {
             limit: limit(&k(""), r.concurrency, r.adaptive)?,
-            rates: r.rate.into_iter().enumerate().map(|(j, rate)| rate_limit(format!("routes[{i}].rate[{j}]"), rate)).collect::<Result<_, _>>()?,
+            rates: r
+                .rate
+                .into_iter()
+                .enumerate()
+                .map(|(j, rate)| rate_limit(format!("routes[{i}].rate[{j}]"), rate))
+                .collect::<Result<_, _>>()?,
             shed: r.shed.map(|s| shed(&k("shed"), s)).transpose()?,
             bulkhead: r.bulkhead.map(|b| bulkhead(&k("bulkhead"), b)).transpose()?,
         };
         if policy.shed.is_some() && policy.limit.is_none() {
-            return bad(k("shed"), "shedding needs a [routes.concurrency] or [routes.adaptive] limit to shed against");
+            return bad(
+                k("shed"),
+                "shedding needs a [routes.concurrency] or [routes.adaptive] limit to shed against",
+            );
         }
         routes.push(RouteConfig {
             name,
@@ -520,7 +537,9 @@ fn breaker(key: &str, b: raw::Breaker) -> Result<BreakerPolicy, Invalid> {
         None => Ok(default),
     };
     let window = match (b.window, b.window_time) {
-        (Some(_), Some(_)) => return bad(format!("{key}.window_time"), "give window (calls) or window_time, not both"),
+        (Some(_), Some(_)) => {
+            return bad(format!("{key}.window_time"), "give window (calls) or window_time, not both");
+        }
         (Some(n), None) => Window::Count(positive(format!("{key}.window"), n as usize)? as u32),
         (None, Some(t)) => Window::Time(t.0.as_secs().max(1) as u32),
         (None, None) => d.window,
@@ -540,10 +559,16 @@ fn breaker(key: &str, b: raw::Breaker) -> Result<BreakerPolicy, Invalid> {
     })
 }
 
-fn limit(route: &str, c: Option<raw::Concurrency>, a: Option<raw::Adaptive>) -> Result<Option<LimitConfig>, Invalid> {
+fn limit(
+    route: &str,
+    c: Option<raw::Concurrency>,
+    a: Option<raw::Adaptive>,
+) -> Result<Option<LimitConfig>, Invalid> {
     let default_timeout = Duration::from_secs(1);
     match (c, a) {
-        (Some(_), Some(_)) => bad(format!("{route}adaptive"), "a route has [concurrency] or [adaptive], not both"),
+        (Some(_), Some(_)) => {
+            bad(format!("{route}adaptive"), "a route has [concurrency] or [adaptive], not both")
+        }
         (Some(c), None) => Ok(Some(LimitConfig {
             kind: LimitKind::Static { max: positive(format!("{route}concurrency.max"), c.max)? },
             queue: c.queue,
@@ -563,7 +588,10 @@ fn limit(route: &str, c: Option<raw::Concurrency>, a: Option<raw::Adaptive>) -> 
                     None => return bad(key("target"), "the slo algorithm needs a latency target"),
                 },
                 other => {
-                    return bad(key("algorithm"), format!("unknown algorithm {other:?} (gradient2, vegas, aimd, gradient, slo)"));
+                    return bad(
+                        key("algorithm"),
+                        format!("unknown algorithm {other:?} (gradient2, vegas, aimd, gradient, slo)"),
+                    );
                 }
             };
             let min = positive(key("min"), a.min.unwrap_or(1))?;
@@ -592,7 +620,9 @@ fn rate_limit(key: String, r: raw::Rate) -> Result<RateConfig, Invalid> {
         "route" => RateKey::Route,
         other => match other.strip_prefix("header:") {
             Some(h) => RateKey::Header(header_name(k("key"), h)?),
-            None => return bad(k("key"), format!("unknown key {other:?} (global, ip, route or header:NAME)")),
+            None => {
+                return bad(k("key"), format!("unknown key {other:?} (global, ip, route or header:NAME)"));
+            }
         },
     };
     let algorithm = match r.algorithm.as_deref().unwrap_or("gcra") {
@@ -604,7 +634,9 @@ fn rate_limit(key: String, r: raw::Rate) -> Result<RateConfig, Invalid> {
         other => {
             return bad(
                 k("algorithm"),
-                format!("unknown algorithm {other:?} (gcra, token_bucket, leaky_bucket, fixed_window, sliding_window)"),
+                format!(
+                    "unknown algorithm {other:?} (gcra, token_bucket, leaky_bucket, fixed_window, sliding_window)"
+                ),
             );
         }
     };
@@ -624,7 +656,9 @@ fn rate_limit(key: String, r: raw::Rate) -> Result<RateConfig, Invalid> {
 }
 
 fn criticality(key: String, s: &str) -> Result<Criticality, Invalid> {
-    s.parse().or_else(|_| bad(key, format!("unknown criticality {s:?} (critical_plus, critical, sheddable_plus, sheddable)")))
+    s.parse().or_else(|_| {
+        bad(key, format!("unknown criticality {s:?} (critical_plus, critical, sheddable_plus, sheddable)"))
+    })
 }
 
 fn shed(key: &str, s: raw::Shed) -> Result<ShedConfig, Invalid> {
@@ -643,10 +677,21 @@ fn bulkhead(key: &str, b: raw::Bulkhead) -> Result<BulkheadConfig, Invalid> {
     let mut partitions = Vec::new();
     for (i, p) in b.partitions.iter().enumerate() {
         let k = format!("{key}.partitions[{i}].value");
-        partitions.push((HeaderValue::from_str(&p.value).or_else(|_| bad(k, "not a valid header value"))?, p.guaranteed));
+        partitions.push((
+            HeaderValue::from_str(&p.value).or_else(|_| bad(k, "not a valid header value"))?,
+            p.guaranteed,
+        ));
     }
     if partitions.iter().map(|p| p.1).sum::<usize>() > capacity {
-        return bad(format!("{key}.partitions"), format!("the guarantees add up to more than capacity ({capacity})"));
+        return bad(
+            format!("{key}.partitions"),
+            format!("the guarantees add up to more than capacity ({capacity})"),
+        );
     }
-    Ok(BulkheadConfig { header: header_name(format!("{key}.header"), &b.header)?, capacity, partitions, dry_run: b.dry_run })
+    Ok(BulkheadConfig {
+        header: header_name(format!("{key}.header"), &b.header)?,
+        capacity,
+        partitions,
+        dry_run: b.dry_run,
+    })
 }

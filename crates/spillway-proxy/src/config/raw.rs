@@ -200,7 +200,8 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (write e.g. \"250ms\" or \"2s\")"))?;
+    let value: f64 =
+        num.parse().map_err(|_| format!("invalid duration {s:?} (write e.g. \"250ms\" or \"2s\")"))?;
     let scale = match unit.trim() {
         "ns" => 1e-9,
         "us" | "µs" => 1e-6,

@@ -1,0 +1,330 @@
+//! The proxy end to end: a real upstream, the proxy, a real client, all on 127.0.0.1:0.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const BASE: &str = r#"
+[admin]
+listen = "127.0.0.1:0"
+[server]
+threads = 2
+shutdown_grace = "5s"
+[[listeners]]
+name = "web"
+listen = "127.0.0.1:0"
+max_body_bytes = 1024
+max_header_bytes = 8192
+[[upstreams]]
+name = "app"
+addrs = ["{UP}"]
+"#;
+
+fn config(routes: &str) -> String {
+    format!("{BASE}\n{routes}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_and_h2c_pass_through_with_forwarded_for_and_hop_by_hop_stripped() {
+    let (up, seen) = upstream().await;
+    let proxy = proxy(&config("[[routes]]\nlistener = \"web\"\nupstream = \"app\"\n"), up);
+    let addr = proxy.listener_addr("web").unwrap();
+    let (status, _, body) = get(addr, "/").await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello"[..]));
+
+    let req = Request::post(format!("http://{addr}/echo"))
+        .header("connection", "x-secret")
+        .header("x-secret", "hop")
+        .body(Full::new(Bytes::from_static(b"ping")))
+        .unwrap();
+    let (status, headers, body) = send(&client(), req).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"ping"[..]));
+    assert_eq!(headers["x-seen-xff"], "127.0.0.1");
+
+    let req = Request::get(format!("http://{addr}/")).body(Full::default()).unwrap();
+    let resp = h2_client().request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(seen.requests.load(Ordering::Relaxed), 3);
+    tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_has_its_status_and_headers() {
+    let (up, _) = upstream().await;
+    let routes = r#"
+[[routes]]
+name = "limited"
+listener = "web"
+upstream = "app"
+path_prefix = "/delay"
+[routes.concurrency]
+max = 1
+queue = 1
+queue_timeout = "100ms"
+
+[[routes]]
+name = "rated"
+listener = "web"
+upstream = "app"
+path_prefix = "/rated"
+[[routes.rate]]
+key = "ip"
+rate = 2
+per = "1m"
+
+[[routes]]
+name = "slow"
+listener = "web"
+upstream = "app"
+path_prefix = "/timeout"
+timeout = "50ms"
+
+[[routes]]
+name = "rest"
+listener = "web"
+upstream = "app"
+path_prefix = "/status"
+"#;
+    let proxy = proxy(&config(routes), up);
+    let addr = proxy.listener_addr("web").unwrap();
+
+    // Concurrency: one in flight, one queued, the third refused at once; the queued one times
+    // out after 100 ms (504).
+    let slow = |ms: u64| tokio::spawn(async move { get(addr, &format!("/delay/{ms}")).await });
+    let first = slow(400);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let queued = slow(0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (status, headers, _) = get(addr, "/delay/0").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(headers.contains_key("retry-after"));
+    let (status, headers, _) = queued.await.unwrap();
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(first.await.unwrap().0, StatusCode::OK);
+
+    // Rate: 2 per minute per IP, then 429 with Retry-After and the IETF fields.
+    for _ in 0..2 {
+        assert_eq!(get(addr, "/rated").await.0, StatusCode::OK);
+    }
+    let (status, headers, _) = get(addr, "/rated").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "retry-after {retry}");
+    assert_eq!(headers["ratelimit-policy"], "\"default\";q=2");
+    assert!(headers["ratelimit"].to_str().unwrap().starts_with("\"default\";r=0;t="));
+
+    // The same refusal for a gRPC caller: trailers-only, RESOURCE_EXHAUSTED, pushback.
+    let req = Request::post(format!("http://{addr}/rated"))
+        .header("content-type", "application/grpc")
+        .body(Full::default())
+        .unwrap();
+    let (status, headers, _) = send(&h2_client(), req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["grpc-status"], "8");
+    assert!(headers.contains_key("grpc-retry-pushback-ms"));
+
+    // Upstream too slow for the route's timeout: 504.
+    assert_eq!(get(addr, "/timeout?delay=500").await.0, StatusCode::GATEWAY_TIMEOUT);
+    // Upstream statuses pass through.
+    assert_eq!(get(addr, "/status/418").await.0, StatusCode::IM_A_TEAPOT);
+    // No route: 404.
+    assert_eq!(get(addr, "/nowhere").await.0, StatusCode::NOT_FOUND);
+    // Body over the listener's 1 KiB cap: 413, the upstream never sees it.
+    let req = Request::post(format!("http://{addr}/status/200"))
+        .body(Full::new(Bytes::from(vec![b'x'; 4096])))
+        .unwrap();
+    assert_eq!(send(&client(), req).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+
+    let admin = proxy.admin_addr().unwrap();
+    assert_eq!(
+        metric(admin, "spillway_rejected_requests_total{route=\"limited\",reason=\"queue_full\"}").await,
+        1.0
+    );
+    assert_eq!(
+        metric(admin, "spillway_rejected_requests_total{route=\"limited\",reason=\"queue_timeout\"}").await,
+        1.0
+    );
+    assert_eq!(
+        metric(admin, "spillway_rejected_requests_total{route=\"rated\",reason=\"rate_limited\"}").await,
+        2.0
+    );
+    tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_limits_answer_431() {
+    let (up, _) = upstream().await;
+    let proxy = proxy(&config("[[routes]]\nlistener = \"web\"\nupstream = \"app\"\n"), up);
+    let addr = proxy.listener_addr("web").unwrap();
+    let req = Request::get(format!("http://{addr}/"))
+        .header("x-big", "y".repeat(16 << 10))
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(send(&client(), req).await.0, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_is_502_and_the_breaker_opens() {
+    // A port with nothing listening.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let cfg = config(
+        r#"
+[[upstreams]]
+name = "down"
+addrs = ["CLOSED"]
+connect_timeout = "200ms"
+[upstreams.breaker]
+window = 10
+minimum_calls = 4
+failure_rate = 0.5
+open_duration = "30s"
+
+[[routes]]
+listener = "web"
+upstream = "down"
+"#,
+    )
+    .replace("CLOSED", &closed.to_string());
+    let (up, _) = upstream().await;
+    let proxy = proxy(&cfg, up);
+    let addr = proxy.listener_addr("web").unwrap();
+    for _ in 0..4 {
+        assert_eq!(get(addr, "/").await.0, StatusCode::BAD_GATEWAY);
+    }
+    let (status, headers, _) = get(addr, "/").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "the breaker is open");
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((20..=40).contains(&retry), "retry-after {retry} is the time to half-open");
+    let admin = proxy.admin_addr().unwrap();
+    assert_eq!(metric(admin, "spillway_breaker_state{upstream=\"down\"}").await, 1.0);
+    tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_counts_and_refuses_nothing() {
+    let (up, _) = upstream().await;
+    let routes = r#"
+[[routes]]
+name = "shadow"
+listener = "web"
+upstream = "app"
+[[routes.rate]]
+key = "global"
+rate = 1
+per = "1m"
+dry_run = true
+"#;
+    let proxy = proxy(&config(routes), up);
+    let addr = proxy.listener_addr("web").unwrap();
+    for _ in 0..5 {
+        assert_eq!(get(addr, "/").await.0, StatusCode::OK);
+    }
+    let admin = proxy.admin_addr().unwrap();
+    assert_eq!(
+        metric(admin, "spillway_dry_run_rejections_total{route=\"shadow\",reason=\"rate_limited\"}").await,
+        4.0
+    );
+    tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sheddable_work_is_refused_first() {
+    let (up, _) = upstream().await;
+    let routes = r#"
+[[routes]]
+name = "shed"
+listener = "web"
+upstream = "app"
+[routes.concurrency]
+max = 4
+queue = 10
+[routes.shed]
+header = "x-criticality"
+"#;
+    let proxy = proxy(&config(routes), up);
+    let addr = proxy.listener_addr("web").unwrap();
+    // Two slow critical requests fill half the limit.
+    let busy: Vec<_> = (0..2).map(|_| tokio::spawn(async move { get(addr, "/delay/300").await })).collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let with = |class: &'static str| {
+        Request::get(format!("http://{addr}/")).header("x-criticality", class).body(Full::default()).unwrap()
+    };
+    let (status, headers, _) = send(&client(), with("sheddable")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "sheddable may fill only half");
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(send(&client(), with("critical")).await.0, StatusCode::OK);
+    for b in busy {
+        assert_eq!(b.await.unwrap().0, StatusCode::OK);
+    }
+    tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_and_queued_requests() {
+    let (up, seen) = upstream().await;
+    let routes = r#"
+[[routes]]
+listener = "web"
+upstream = "app"
+[routes.concurrency]
+max = 10
+queue = 100
+queue_timeout = "5s"
+"#;
+    let proxy = proxy(&config(routes), up);
+    let addr = proxy.listener_addr("web").unwrap();
+    let admin = proxy.admin_addr().unwrap();
+    // 40 requests: 10 in flight, 30 queued, each 200 ms upstream.
+    let requests: Vec<_> =
+        (0..40).map(|_| tokio::spawn(async move { get(addr, "/delay/200").await })).collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = tokio::task::spawn_blocking(move || proxy.shutdown());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(get(admin, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    for r in requests {
+        let (status, _, _) = r.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "an accepted request was lost in the drain");
+    }
+    stopping.await.unwrap().unwrap();
+    assert_eq!(seen.requests.load(Ordering::Relaxed), 40);
+    assert!(seen.max_in_flight.load(Ordering::Relaxed) <= 10);
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "not accepting after shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_response_to_a_slow_reader_keeps_memory_bounded() {
+    use http_body_util::BodyExt;
+    let (up, _) = upstream().await;
+    let proxy = proxy(&config("[[routes]]\nlistener = \"web\"\nupstream = \"app\"\n"), up);
+    let addr = proxy.listener_addr("web").unwrap();
+    let before = rss_bytes();
+    const TOTAL: u64 = 1 << 30;
+    let resp = client()
+        .request(Request::get(format!("http://{addr}/big/{TOTAL}")).body(Full::default()).unwrap())
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let (mut read, mut peak) = (0u64, 0u64);
+    let mut frames = 0u64;
+    while let Some(frame) = body.frame().await {
+        read += frame.unwrap().data_ref().map_or(0, |d| d.len() as u64);
+        frames += 1;
+        // A slow reader: it pauses every 16 frames (1 MiB), so the upstream (which could go at memory
+        // speed) is held back by the proxy's bounded buffers.
+        if frames % 16 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            peak = peak.max(rss_bytes().saturating_sub(before));
+        }
+    }
+    assert_eq!(read, TOTAL);
+    assert!(peak < 64 << 20, "memory grew by {} MiB while streaming 1 GiB", peak >> 20);
+    tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
+}
