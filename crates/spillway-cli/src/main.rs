@@ -1,7 +1,10 @@
 //! `spillway`: the command-line face of Spillway. Thin: parse, then hand over to a library.
 
 use clap::{Parser, Subcommand};
-use std::io::Write;
+use spillway_lab::load::{Profile, RetryMode};
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Honest backpressure and overload protection for any service.
 #[derive(Debug, Parser)]
@@ -61,6 +64,68 @@ enum Command {
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=10_000))]
         workers: u64,
     },
+    /// A demo HTTP backend with NO backpressure (the thing to protect): every request waits in
+    /// an unbounded queue for one of --pool workers, each serving for --service-ms. GET /stats
+    /// answers its counters as JSON. Prints "listening on ADDR" first.
+    Backend {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Workers: requests served at the same time.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        pool: u32,
+        /// Service time of one request, in milliseconds (0: answer as fast as possible).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+        service_ms: u64,
+        /// Spread each service time uniformly within ± this percentage.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+        jitter: u32,
+        /// Busy-spin a CPU for the service time instead of sleeping.
+        #[arg(long)]
+        cpu: bool,
+        /// Runtime worker threads (default: one per CPU).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        threads: Option<u32>,
+    },
+    /// An open-loop HTTP/1.1 load generator: sends at the rate a profile sets, whether or not
+    /// answers come back, and measures latency from each request's intended send time.
+    Load {
+        /// Target URL (http:// only).
+        #[arg(long)]
+        url: String,
+        /// Peak offered rate, requests a second.
+        #[arg(long, value_parser = parse_rate)]
+        rate: f64,
+        /// Length of the run: 10, 10s, 500ms, 2m.
+        #[arg(long, value_parser = spillway_lab::load::parse_duration)]
+        duration: Duration,
+        /// Per-request deadline in milliseconds; later answers are abandoned and counted late.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+        deadline_ms: u64,
+        /// Shape of the rate: constant; step (R/4, R/2, 3R/4, R in four equal phases);
+        /// ramp (0 to R); spike (R/4, with R through the middle third).
+        #[arg(long, default_value = "constant")]
+        profile: Profile,
+        /// Connection cap; a request due when all are busy is dropped by the client (reported).
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        connections: u32,
+        /// On rejections: ignore; honour (pause for Retry-After); budget (retry once, ≤ 10 %).
+        #[arg(long, default_value = "ignore")]
+        retry_mode: RetryMode,
+        /// Generator threads, each with a current-thread runtime.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+        threads: u32,
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 10_000_000.0 => Ok(r),
+        _ => Err(format!("expected a rate above 0 and at most 10000000, got {s:?}")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -139,6 +204,60 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Default::default()
             };
             spillway_lab::sim::print_tables(base, &[0.8, 2.0, 5.0, 10.0], &mut std::io::stdout().lock())?;
+        }
+        Command::Backend { listen, pool, service_ms, jitter, cpu, threads } => {
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = threads {
+                rt.worker_threads(n as usize);
+            }
+            let rt = rt.enable_all().build()?;
+            let options = spillway_lab::backend::BackendOptions {
+                pool: pool as usize,
+                service: Duration::from_millis(service_ms),
+                jitter_pct: jitter,
+                cpu,
+            };
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind(listen).await?;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "listening on {}", listener.local_addr()?)?;
+                out.flush()?;
+                drop(out);
+                spillway_lab::backend::serve(listener, options).await;
+                anyhow::Ok(())
+            })?;
+        }
+        Command::Load {
+            url,
+            rate,
+            duration,
+            deadline_ms,
+            profile,
+            connections,
+            retry_mode,
+            threads,
+            json,
+        } => {
+            let options = spillway_lab::load::LoadOptions {
+                url,
+                rate,
+                duration,
+                deadline: Duration::from_millis(deadline_ms),
+                profile,
+                connections: connections as usize,
+                retry_mode,
+                threads: threads as usize,
+                progress: std::io::stderr().is_terminal(),
+            };
+            // The generator runs on threads of its own; this runtime only waits for it.
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let report = rt.block_on(spillway_lab::load::run(options))?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                report.write_json(&mut out)?;
+            } else {
+                report.write_human(&mut out)?;
+            }
         }
     }
     Ok(())

@@ -54,3 +54,101 @@ fn simulate_prints_every_controller() {
     }
     assert!(text.contains("offered load 10x C") && text.contains("capacity halves"));
 }
+
+/// Kills the backend we started when the test ends, pass or fail.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn load_against_a_backend_subprocess() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut backend = Child(
+        Command::new(env!("CARGO_BIN_EXE_spillway"))
+            .args(["backend", "--listen", "127.0.0.1:0", "--pool", "2", "--service-ms", "10"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the backend"),
+    );
+    let mut first = String::new();
+    BufReader::new(backend.0.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let addr = first.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{first:?}")).to_string();
+
+    let url = format!("http://{addr}/");
+    let out = spillway(&[
+        "load",
+        "--url",
+        &url,
+        "--rate",
+        "100",
+        "--duration",
+        "1",
+        "--deadline-ms",
+        "500",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the report is JSON");
+    assert_eq!(v["totals"]["offered"], 100);
+    assert!(v["totals"]["ok"].as_u64().unwrap() >= 95, "{v}");
+    assert_eq!(v["series"].as_array().unwrap().len(), 1);
+
+    // The table, and the backend's counters over HTTP.
+    let out = spillway(&[
+        "load",
+        "--url",
+        &format!("http://{addr}/stats"),
+        "--rate",
+        "20",
+        "--duration",
+        "500ms",
+        "--deadline-ms",
+        "500",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("goodput") && text.contains("late (abandoned)"), "{text}");
+}
+
+#[test]
+fn load_and_backend_refuse_bad_flags() {
+    let out = spillway(&["load", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--url",
+        "--rate",
+        "--duration",
+        "--deadline-ms",
+        "--profile",
+        "--connections",
+        "--retry-mode",
+        "--json",
+    ] {
+        assert!(help.contains(flag), "missing {flag} in:\n{help}");
+    }
+    let out = spillway(&[
+        "load",
+        "--url",
+        "http://127.0.0.1:1/",
+        "--rate",
+        "10",
+        "--duration",
+        "1",
+        "--deadline-ms",
+        "100",
+        "--profile",
+        "wave",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown profile"));
+    let out = spillway(&["backend", "--pool", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+}
