@@ -328,3 +328,91 @@ async fn a_large_response_to_a_slow_reader_keeps_memory_bounded() {
     assert!(peak < 64 << 20, "memory grew by {} MiB while streaming 1 GiB", peak >> 20);
     tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_fail_no_request_and_keep_unchanged_state() {
+    let (up, _) = upstream().await;
+    let rated = r#"
+[[routes]]
+name = "rated"
+listener = "web"
+upstream = "app"
+path_prefix = "/rated"
+[[routes.rate]]
+key = "global"
+rate = 3
+per = "1m"
+"#;
+    let busy = |max: usize| {
+        format!(
+            "[[routes]]\nname = \"busy\"\nlistener = \"web\"\nupstream = \"app\"\n[routes.concurrency]\nmax = {max}\nqueue = 1000\nqueue_timeout = \"5s\"\n"
+        )
+    };
+    let proxy = std::sync::Arc::new(proxy(&config(&format!("{rated}\n{}", busy(50))), up));
+    let addr = proxy.listener_addr("web").unwrap();
+    // Use 2 of the 3 tokens of the rate limit before reloading.
+    for _ in 0..2 {
+        assert_eq!(get(addr, "/rated").await.0, StatusCode::OK);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..8)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let client = client();
+                let (mut ok, mut failed) = (0, 0);
+                while !stop.load(Ordering::Relaxed) {
+                    let req =
+                        Request::get(format!("http://{addr}/busy?delay=2")).body(Full::default()).unwrap();
+                    match client.request(req).await {
+                        Ok(r) if r.status() == StatusCode::OK => ok += 1,
+                        _ => failed += 1,
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let (mut applied, mut refused) = (0, 0);
+    for i in 0..20 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let text = if i % 4 == 3 {
+            // Invalid: an unknown key. The running config stays.
+            config(&format!("{rated}\n{}\nbogus = 1\n", busy(50)))
+        } else {
+            // Valid: the busy route's limit changes; the rated route does not.
+            config(&format!("{rated}\n{}", busy(40 + i)))
+        }
+        .replace("{UP}", &up.to_string());
+        match spillway_proxy::Config::parse(&text, "reload.toml") {
+            Ok(c) => {
+                proxy.reload(c).unwrap();
+                applied += 1;
+            }
+            Err(e) => {
+                assert!(e.to_string().contains("bogus"), "{e}");
+                proxy.reload_failed();
+                refused += 1;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for l in load {
+        let (o, f) = l.await.unwrap();
+        ok += o;
+        failed += f;
+    }
+    assert_eq!((applied, refused), (15, 5));
+    assert_eq!(failed, 0, "{failed} requests failed during reloads ({ok} succeeded)");
+    assert!(ok > 100, "only {ok} requests ran during the reloads");
+    // The unchanged rate limit kept its state: one token left, then refused.
+    assert_eq!(get(addr, "/rated").await.0, StatusCode::OK);
+    assert_eq!(get(addr, "/rated").await.0, StatusCode::TOO_MANY_REQUESTS);
+    let admin = proxy.admin_addr().unwrap();
+    assert_eq!(metric(admin, "spillway_reloads_total{result=\"success\"}").await, 15.0);
+    assert_eq!(metric(admin, "spillway_reloads_total{result=\"failure\"}").await, 5.0);
+    assert_eq!(metric(admin, "spillway_concurrency_limit{route=\"busy\"}").await, 58.0);
+    let proxy = std::sync::Arc::try_unwrap(proxy).unwrap();
+    tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
+}
