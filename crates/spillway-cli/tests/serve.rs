@@ -1,0 +1,182 @@
+//! `spillway serve` as a process: real signals, a real backend process, raw HTTP/1.1 clients.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Kills the process when the test ends, pass or fail.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spillway() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_spillway"))
+}
+
+/// Starts `spillway backend` and returns it with its address.
+fn backend(pool: &str, service_ms: &str) -> (Child, String) {
+    let mut child = Child(
+        spillway()
+            .args(["backend", "--listen", "127.0.0.1:0", "--pool", pool, "--service-ms", service_ms])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    (child, line.trim().strip_prefix("listening on ").unwrap().to_string())
+}
+
+/// Starts `spillway serve` on `config` and returns it with its listener and admin addresses.
+fn serve(config: &std::path::Path) -> (Child, String, String) {
+    let mut child = Child(
+        spillway()
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = BufReader::new(child.0.stdout.take().unwrap());
+    let (mut web, mut admin) = (String::new(), String::new());
+    out.read_line(&mut web).unwrap();
+    out.read_line(&mut admin).unwrap();
+    let web = web.trim().rsplit("http://").next().unwrap().to_string();
+    let admin = admin.trim().rsplit("http://").next().unwrap().to_string();
+    (child, web, admin)
+}
+
+/// One request on its own connection; the status code (0 if the connection failed).
+fn status(addr: &str, path: &str) -> u16 {
+    let Ok(mut s) = TcpStream::connect(addr) else { return 0 };
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    if write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").is_err() {
+        return 0;
+    }
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([sig, &child.0.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig}");
+}
+
+fn config(dir: &std::path::Path, upstream: &str, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("spillway.toml");
+    let text = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+[server]
+threads = 2
+shutdown_grace = "10s"
+[[listeners]]
+name = "web"
+listen = "127.0.0.1:0"
+[[upstreams]]
+name = "app"
+addrs = ["{upstream}"]
+[[routes]]
+name = "all"
+listener = "web"
+upstream = "app"
+[routes.concurrency]
+max = 10
+queue = 100
+queue_timeout = "10s"
+{extra}
+"#
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("spillway-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn sigterm_under_load_loses_no_accepted_request() {
+    let (_backend, up) = backend("50", "300");
+    let dir = tempdir("term");
+    let (mut proxy, web, admin) = serve(&config(&dir, &up, ""));
+    assert_eq!(status(&admin, "/readyz"), 200);
+    // 40 requests: 10 in flight, 30 queued behind them (three rounds of 300 ms).
+    let clients: Vec<_> = (0..40)
+        .map(|_| {
+            let web = web.clone();
+            std::thread::spawn(move || status(&web, "/"))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(150));
+    signal(&proxy, "-TERM");
+    let codes: Vec<u16> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert!(codes.iter().all(|&c| c == 200), "lost or failed in the drain: {codes:?}");
+    let exit = proxy.0.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(status(&web, "/"), 0, "nothing listens after the drain");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn sighup_reloads_a_valid_config_and_keeps_the_running_one_otherwise() {
+    let (_backend, up) = backend("4", "0");
+    let dir = tempdir("hup");
+    let path = config(&dir, &up, "");
+    let (proxy, web, admin) = serve(&path);
+    assert_eq!(status(&web, "/"), 200);
+
+    // An invalid file: refused, the proxy keeps serving with the old config.
+    std::fs::write(&path, "[[listeners]]\nname = 1\n").unwrap();
+    signal(&proxy, "-HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(status(&web, "/"), 200);
+
+    // A valid one with a rate limit of 1 per minute: the second request gets 429.
+    config(&dir, &up, "[[routes.rate]]\nkey = \"global\"\nrate = 1\nper = \"1m\"\n");
+    signal(&proxy, "-HUP");
+    let mut codes = Vec::new();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(50));
+        codes.push(status(&web, "/"));
+        if codes.last() == Some(&429) {
+            break;
+        }
+    }
+    assert_eq!(codes.last(), Some(&429), "{codes:?}");
+
+    let mut metrics = String::new();
+    let mut s = TcpStream::connect(&admin).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+    s.read_to_string(&mut metrics).unwrap();
+    assert!(metrics.contains("spillway_reloads_total{result=\"failure\"} 1"), "{metrics}");
+    assert!(metrics.contains("spillway_reloads_total{result=\"success\"} 1"), "{metrics}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn check_names_file_line_and_key() {
+    let dir = tempdir("check");
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\nlistener = \"web\"\nupstream = \"nope\"\n").unwrap();
+    let out = spillway().args(["check", "--config"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:7:12: routes[0].upstream: no upstream is named \"nope\""), "{err}");
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/spillway.toml");
+    let out = spillway().args(["check", "--config", example]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(dir);
+}
