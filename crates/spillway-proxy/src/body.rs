@@ -60,8 +60,9 @@ impl ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        if let Kind::Upstream { held: Some(held), .. } = &mut self.kind {
-            held.end(false);
+        // hyper stops polling once `is_end_stream` says so: that is a clean end too.
+        if let Kind::Upstream { body, held: Some(held) } = &mut self.kind {
+            held.end(body.is_end_stream());
         }
     }
 }
@@ -77,11 +78,12 @@ impl Body for ProxyBody {
         match &mut self.kind {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream { body, held } => {
-                let frame = ready!(Pin::new(body).poll_frame(cx));
-                if frame.is_none() || body_is_end(&frame) {
-                    if let Some(mut h) = held.take() {
-                        h.end(frame.is_none());
-                    }
+                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+                let clean = frame.is_none() || (matches!(frame, Some(Ok(_))) && body.is_end_stream());
+                if (clean || matches!(frame, Some(Err(_))))
+                    && let Some(mut h) = held.take()
+                {
+                    h.end(clean);
                 }
                 Poll::Ready(frame)
             }
@@ -101,11 +103,6 @@ impl Body for ProxyBody {
             Kind::Upstream { body, .. } => body.size_hint(),
         }
     }
-}
-
-/// An error frame ends the stream too (not cleanly).
-fn body_is_end(frame: &Option<Result<Frame<Bytes>, hyper::Error>>) -> bool {
-    matches!(frame, Some(Err(_)))
 }
 
 /// The request body sent upstream: the client's, refused past `remaining` bytes.

@@ -111,7 +111,7 @@ impl Upstream {
         // A pooled connection may have been closed by the upstream while idle; a request it
         // refused before sending anything is retried once on a fresh connection.
         for attempt in 0..2 {
-            let (mut sender, reused) = match self.checkout(worker) {
+            let (mut sender, reused) = match self.checkout(worker).await {
                 Some(s) if attempt == 0 => (s, true),
                 _ => (self.connect_h1().await?, false),
             };
@@ -126,14 +126,15 @@ impl Upstream {
         unreachable!("the second attempt uses a fresh connection and returns")
     }
 
-    fn checkout(&self, worker: usize) -> Option<http1::SendRequest<UpstreamBody>> {
-        let mut idle = self.idle[worker].lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(s) = idle.h1.pop() {
-            if s.is_ready() {
+    /// An idle connection: most recently used first (warm, least likely closed by the peer).
+    /// One given back a moment ago may still be finishing its last response; wait for that.
+    async fn checkout(&self, worker: usize) -> Option<http1::SendRequest<UpstreamBody>> {
+        loop {
+            let mut s = self.idle[worker].lock().unwrap_or_else(|e| e.into_inner()).h1.pop()?;
+            if s.is_ready() || (!s.is_closed() && s.ready().await.is_ok()) {
                 return Some(s);
             }
         }
-        None
     }
 
     async fn h2(&self, worker: usize) -> Result<http2::SendRequest<UpstreamBody>, ProxyError> {
