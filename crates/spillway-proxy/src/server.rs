@@ -130,10 +130,14 @@ fn connection_builder(c: &ListenerConfig) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(c.header_read_timeout)
+        .header_read_timeout((!c.header_read_timeout.is_zero()).then_some(c.header_read_timeout))
         .max_buf_size(c.max_header_bytes.max(8192))
-        .max_headers(c.max_headers)
         .keep_alive(true);
+    // hyper's default is 100 headers, parsed into a stack array; any explicit limit makes it
+    // allocate and fill a vector of that size per request, so set it only when it differs.
+    if c.max_headers != 100 {
+        b.http1().max_headers(c.max_headers);
+    }
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(c.h2_max_concurrent_streams)
