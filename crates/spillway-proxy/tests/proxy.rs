@@ -416,3 +416,73 @@ per = "1m"
     let proxy = std::sync::Arc::try_unwrap(proxy).unwrap();
     tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_limit_bulkhead_and_an_h2c_upstream() {
+    let (up, _) = upstream().await;
+    let routes = r#"
+[[upstreams]]
+name = "grpc"
+addrs = ["{UP}"]
+protocol = "h2c"
+
+[[routes]]
+name = "adaptive"
+listener = "web"
+upstream = "app"
+path_prefix = "/delay"
+[routes.adaptive]
+algorithm = "aimd"
+min = 1
+max = 100
+initial = 2
+
+[[routes]]
+name = "tenants"
+listener = "web"
+upstream = "app"
+path_prefix = "/tenants"
+[routes.bulkhead]
+header = "x-tenant"
+capacity = 2
+partitions = [{ value = "gold", guaranteed = 1 }]
+
+[[routes]]
+name = "h2"
+listener = "web"
+upstream = "grpc"
+"#;
+    let proxy = proxy(&config(routes), up);
+    let addr = proxy.listener_addr("web").unwrap();
+    let admin = proxy.admin_addr().unwrap();
+
+    // Adaptive, starting at 2: a third concurrent request is refused with Retry-After.
+    let busy: Vec<_> = (0..2).map(|_| tokio::spawn(async move { get(addr, "/delay/300").await })).collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, headers, _) = get(addr, "/delay/0").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(metric(admin, "spillway_concurrency_limit{route=\"adaptive\"}").await, 2.0);
+    for b in busy {
+        assert_eq!(b.await.unwrap().0, StatusCode::OK);
+    }
+
+    // Bulkhead: the default partition may borrow one slot (the other is gold's guarantee).
+    let tenant = move |t: &'static str, path: &'static str| {
+        Request::get(format!("http://{addr}{path}")).header("x-tenant", t).body(Full::default()).unwrap()
+    };
+    let held = tokio::spawn(async move { send(&client(), tenant("free", "/tenants?delay=300")).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(send(&client(), tenant("free", "/tenants")).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(send(&client(), tenant("gold", "/tenants")).await.0, StatusCode::OK);
+    assert_eq!(held.await.unwrap().0, StatusCode::OK);
+    assert_eq!(
+        metric(admin, "spillway_rejected_requests_total{route=\"tenants\",reason=\"bulkhead_full\"}").await,
+        1.0
+    );
+
+    // An HTTP/1.1 client through to an h2c upstream.
+    let (status, _, body) = get(addr, "/anything").await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello"[..]));
+    tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
+}
