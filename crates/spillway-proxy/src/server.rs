@@ -6,8 +6,7 @@ use crate::Shared;
 use crate::config::ListenerConfig;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -64,7 +63,7 @@ pub(crate) fn run_worker(
         let mut loops = tokio::task::JoinSet::new();
         for (index, (socket, config, tls)) in sockets.into_iter().enumerate() {
             let listener = tokio::net::TcpListener::from_std(socket)?;
-            let builder = connection_builder(&config);
+            let builders = Builders::new(&config);
             let (shared, graceful, mut stop) = (shared.clone(), graceful.clone(), stop.clone());
             loops.spawn(async move {
                 loop {
@@ -90,26 +89,27 @@ pub(crate) fn run_worker(
                             )
                         }
                     });
-                    match &tls {
-                        None => {
-                            let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                            tokio::spawn(graceful.watch(conn));
-                        }
-                        Some(acceptor) => {
-                            let (acceptor, builder, graceful) =
-                                (acceptor.clone(), builder.clone(), graceful.clone());
-                            let handshake = config.header_read_timeout;
-                            tokio::spawn(async move {
+                    let (builders, watcher) = (builders.clone(), graceful.watcher());
+                    let (tls, handshake) = (tls.clone(), config.header_read_timeout);
+                    tokio::spawn(async move {
+                        // The protocol: ALPN under TLS; on plain TCP, the HTTP/2 preface or not.
+                        let h2 = match tls {
+                            Some(acceptor) => {
                                 let Ok(Ok(stream)) =
                                     tokio::time::timeout(handshake, acceptor.accept(stream)).await
                                 else {
                                     return;
                                 };
-                                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                                let _ = graceful.watch(conn).await;
-                            });
-                        }
-                    }
+                                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                                return builders.serve(TokioIo::new(stream), svc, h2, watcher).await;
+                            }
+                            None => match tokio::time::timeout(handshake, is_h2_preface(&stream)).await {
+                                Ok(Ok(h2)) => h2,
+                                _ => return,
+                            },
+                        };
+                        builders.serve(TokioIo::new(stream), svc, h2, watcher).await;
+                    });
                 }
             });
         }
@@ -125,29 +125,73 @@ pub(crate) fn run_worker(
     })
 }
 
-/// HTTP/1.1 and HTTP/2 (h2c by prior knowledge, or ALPN under TLS) with the listener's limits.
-fn connection_builder(c: &ListenerConfig) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout((!c.header_read_timeout.is_zero()).then_some(c.header_read_timeout))
-        .max_buf_size(c.max_header_bytes.max(8192))
-        .keep_alive(true);
-    // hyper's default is 100 headers, parsed into a stack array; any explicit limit makes it
-    // allocate and fill a vector of that size per request, so set it only when it differs.
-    if c.max_headers != 100 {
-        b.http1().max_headers(c.max_headers);
+/// Whether a plain connection opens with the HTTP/2 preface (`PRI * HTTP/2.0`): h2c by prior
+/// knowledge. Peeks, so nothing is consumed.
+async fn is_h2_preface(stream: &tokio::net::TcpStream) -> io::Result<bool> {
+    let mut buf = [0u8; 4];
+    loop {
+        stream.readable().await?;
+        match stream.peek(&mut buf).await? {
+            0 => return Ok(false),
+            n if n >= 4 => return Ok(&buf == b"PRI "),
+            // A partial first segment: wait for the rest.
+            _ => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
     }
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(c.h2_max_concurrent_streams)
-        .max_pending_accept_reset_streams(c.h2_max_pending_resets)
-        .initial_stream_window_size(c.h2_stream_window)
-        .initial_connection_window_size(c.h2_connection_window)
-        .max_header_list_size(c.max_header_bytes as u32)
-        .keep_alive_interval(Some(c.idle_timeout))
-        .keep_alive_timeout(Duration::from_secs(20));
-    b
+}
+
+/// The listener's HTTP/1.1 and HTTP/2 connection settings. The protocol is chosen once per
+/// connection, so each request goes straight to hyper's HTTP/1 or HTTP/2 machinery with no
+/// detecting wrapper around the socket.
+#[derive(Clone)]
+struct Builders {
+    h1: hyper::server::conn::http1::Builder,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(c: &ListenerConfig) -> Self {
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout((!c.header_read_timeout.is_zero()).then_some(c.header_read_timeout))
+            .max_buf_size(c.max_header_bytes.max(8192))
+            .keep_alive(true);
+        // hyper's default is 100 headers, parsed into a stack array; any explicit limit makes
+        // it allocate and fill a vector of that size per request, so set it only when it differs.
+        if c.max_headers != 100 {
+            h1.max_headers(c.max_headers);
+        }
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(c.h2_max_concurrent_streams)
+            .max_pending_accept_reset_streams(c.h2_max_pending_resets)
+            .initial_stream_window_size(c.h2_stream_window)
+            .initial_connection_window_size(c.h2_connection_window)
+            .max_header_list_size(c.max_header_bytes as u32)
+            .keep_alive_interval(Some(c.idle_timeout))
+            .keep_alive_timeout(Duration::from_secs(20));
+        Self { h1, h2 }
+    }
+
+    async fn serve<I, S>(&self, io: I, svc: S, h2: bool, graceful: Watcher)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        S: hyper::service::HttpService<hyper::body::Incoming, ResBody = crate::ProxyBody> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if h2 {
+            let _ = graceful.watch(self.h2.serve_connection(io, svc)).await;
+        } else {
+            let _ = graceful.watch(self.h1.serve_connection(io, svc)).await;
+        }
+    }
+}
+
+impl std::fmt::Debug for Builders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Builders")
+    }
 }
 
 /// A TLS acceptor offering h2 and http/1.1 by ALPN.

@@ -168,6 +168,16 @@ async fn header_limits_answer_431() {
         .body(Full::default())
         .unwrap();
     assert_eq!(send(&client(), req).await.0, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+
+    // A chunked body (no Content-Length) past the 1 KiB cap is cut off: 413.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let chunk = format!("800\r\n{}\r\n", "x".repeat(0x800));
+    let head = "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n";
+    s.write_all(format!("{head}{chunk}{chunk}0\r\n\r\n").as_bytes()).await.unwrap();
+    let mut resp = vec![0u8; 64];
+    let n = s.read(&mut resp).await.unwrap();
+    assert!(resp[..n].starts_with(b"HTTP/1.1 413"), "{}", String::from_utf8_lossy(&resp[..n]));
     tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
 }
 
