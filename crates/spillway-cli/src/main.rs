@@ -38,18 +38,44 @@ enum Command {
     /// Show what backpressure does: a producer at 1000 req/s against a consumer at 500 req/s,
     /// without and with Spillway's bounded queues and rate limits, measured live.
     Demo {
-        /// Seconds per scenario.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=600))]
-        seconds: u32,
-        /// Producer attempts per second.
+        /// Seconds per run (HTTP demo: 20; in-process: 4).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=600))]
+        seconds: Option<u32>,
+        /// Where the HTTP demo writes report.html and results.json.
+        #[arg(long, default_value = "spillway-demo")]
+        out: std::path::PathBuf,
+        /// The older, faster picture: a producer and a consumer on threads, no HTTP.
+        #[arg(long)]
+        in_process: bool,
+        /// Producer attempts per second (in-process demo).
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         produce: u32,
-        /// Items the consumer serves per second.
+        /// Items the consumer serves per second (in-process demo).
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         consume: u32,
-        /// Capacity of the bounded queues.
+        /// Capacity of the bounded queues (in-process demo).
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         queue: u32,
+    },
+    /// The overload lab: a backend with no backpressure, contestants in front of it (nothing,
+    /// Spillway static and adaptive, HAProxy if installed, external URLs), open-loop load;
+    /// writes report.html and results.json and prints a summary.
+    Lab {
+        /// overload (every contestant at 4x and 10x, 20 s each), quick (smoke run), demo.
+        #[arg(long, default_value = "overload", value_parser = ["overload", "quick", "demo"])]
+        scenario: String,
+        /// Output directory.
+        #[arg(long, default_value = "spillway-lab")]
+        out: std::path::PathBuf,
+        /// Seconds per run (default: the scenario's).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        seconds: Option<u64>,
+        /// An extra contestant, NAME=URL, fronting the lab's backend (see --backend-listen).
+        #[arg(long, value_parser = parse_target)]
+        target: Vec<(String, String)>,
+        /// Where the backend listens (a fixed address lets an external proxy point at it).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        backend_listen: SocketAddr,
     },
     /// Run every adaptive controller against a simulated server on virtual time, at several
     /// offered loads and through a capacity drop; prints goodput, latency and rejections.
@@ -121,6 +147,13 @@ enum Command {
     },
 }
 
+fn parse_target(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, url)) if !name.is_empty() && url.starts_with("http://") => Ok((name.into(), url.into())),
+        _ => Err(format!("expected NAME=http://HOST:PORT/, got {s:?}")),
+    }
+}
+
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 && r <= 10_000_000.0 => Ok(r),
@@ -187,9 +220,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cfg.routes.len()
             );
         }
-        Command::Demo { seconds, produce, consume, queue } => {
+        Command::Demo { seconds, out, in_process: false, .. } => {
+            let mut opts = lab_options(spillway_lab::lab::run::Scenario::Demo)?;
+            opts.seconds = seconds.map(u64::from);
+            let results = spillway_lab::lab::run::run(&opts)?;
+            let mut stdout = std::io::stdout().lock();
+            spillway_lab::lab::run::write_demo_table(&results, &mut stdout)?;
+            spillway_lab::lab::run::write_outputs(&results, &out)?;
+            writeln!(stdout, "\nreport: {}", out.join("report.html").display())?;
+        }
+        Command::Lab { scenario, out, seconds, target, backend_listen } => {
+            let scenario =
+                spillway_lab::lab::run::Scenario::from_name(&scenario).expect("clap checked the name");
+            let mut opts = lab_options(scenario)?;
+            opts.seconds = seconds;
+            opts.targets = target;
+            opts.backend_listen = backend_listen;
+            let results = spillway_lab::lab::run::run(&opts)?;
+            let mut stdout = std::io::stdout().lock();
+            spillway_lab::lab::run::write_summary(&results, &mut stdout)?;
+            spillway_lab::lab::run::write_outputs(&results, &out)?;
+            writeln!(
+                stdout,
+                "\nreport: {}\nresults: {}",
+                out.join("report.html").display(),
+                out.join("results.json").display()
+            )?;
+        }
+        Command::Demo { seconds, produce, consume, queue, .. } => {
             let options = spillway_lab::demo::DemoOptions {
-                seconds,
+                seconds: seconds.unwrap_or(4),
                 produce_rate: produce,
                 consume_rate: consume,
                 queue: queue as usize,
@@ -261,4 +321,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The lab's options, serving the backend and the proxy from this very executable.
+fn lab_options(
+    scenario: spillway_lab::lab::run::Scenario,
+) -> anyhow::Result<spillway_lab::lab::run::LabOptions> {
+    let mut opts = spillway_lab::lab::run::LabOptions::new(scenario, std::env::current_exe()?);
+    opts.progress = std::io::stderr().is_terminal();
+    Ok(opts)
 }

@@ -19,7 +19,18 @@ fn help_and_version() {
 
 #[test]
 fn demo_prints_the_four_runs() {
-    let out = spillway(&["demo", "--seconds", "1", "--produce", "200", "--consume", "100", "--queue", "10"]);
+    let out = spillway(&[
+        "demo",
+        "--in-process",
+        "--seconds",
+        "1",
+        "--produce",
+        "200",
+        "--consume",
+        "100",
+        "--queue",
+        "10",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     for title in [

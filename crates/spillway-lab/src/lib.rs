@@ -11,5 +11,6 @@
 
 pub mod backend;
 pub mod demo;
+pub mod lab;
 pub mod load;
 pub mod sim;
