@@ -1,0 +1,10 @@
+//! `spillway lab`: contestants (no protection, Spillway's limits, HAProxy) against the same
+//! backend at rising offered loads, and what they measured, as a table, JSON and an HTML report.
+//!
+//! - [`results`]: what a lab run measured ([`LabResults`], one [`Run`] per contestant and load).
+//! - [`report`]: the summary table for the terminal and the self-contained HTML page with SVG
+//!   charts.
+
+pub mod report;
+pub mod results;
+pub use results::{LabResults, Run, Sample};
