@@ -238,7 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             opts.backend_listen = backend_listen;
             let results = spillway_lab::lab::run::run(&opts)?;
             let mut stdout = std::io::stdout().lock();
-            spillway_lab::lab::run::write_summary(&results, &mut stdout)?;
+            spillway_lab::lab::report::write_table(&results, &mut stdout)?;
             spillway_lab::lab::run::write_outputs(&results, &out)?;
             writeln!(
                 stdout,

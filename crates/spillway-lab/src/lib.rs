@@ -8,6 +8,8 @@
 //!   (`spillway backend`).
 //! - [`load`]: an open-loop HTTP load generator that measures goodput, rejections and latency
 //!   without coordinated omission (`spillway load`).
+//! - [`lab`]: contestants against the backend at rising loads, and the report of what they did
+//!   (`spillway lab`).
 
 pub mod backend;
 pub mod demo;

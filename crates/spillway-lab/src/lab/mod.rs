@@ -1,4 +1,12 @@
-//! The overload lab (temporary module list; the report lands with its own commit).
+//! `spillway lab`: contestants (no protection, Spillway's limits, HAProxy) against the same
+//! backend at rising offered loads, and what they measured, as a table, JSON and an HTML report.
+//!
+//! - [`results`]: what a lab run measured ([`LabResults`], one [`Run`] per contestant and load).
+//! - [`report`]: the summary table for the terminal and the self-contained HTML page with SVG
+//!   charts.
+//! - [`run`]: running a scenario end to end (backend, contestant, load, sampling).
+
+pub mod report;
 pub mod results;
 pub mod run;
 pub use results::{LabResults, Run, Sample};

@@ -420,37 +420,13 @@ pub fn write_demo_table(results: &LabResults, out: &mut impl Write) -> std::io::
     Ok(())
 }
 
-/// The summary table on the terminal.
-pub fn write_summary(results: &LabResults, out: &mut impl Write) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{:<12} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>10}",
-        "contestant", "load", "goodput", "ok p50", "ok p99", "rejected", "late", "rej p99", "max queue"
-    )?;
-    for r in &results.runs {
-        let t = &r.load.totals;
-        let pct = |n: u64| 100.0 * n as f64 / t.sent.max(1) as f64;
-        writeln!(
-            out,
-            "{:<12} {:>5.0}x {:>8.1}% {:>6.0} ms {:>6.0} ms {:>8.1}% {:>7.1}% {:>5.1} ms {:>10}",
-            r.contestant,
-            r.load_multiple,
-            100.0 * r.goodput_fraction(results.capacity_per_s),
-            r.load.ok_latency.p50_ms,
-            r.load.ok_latency.p99_ms,
-            pct(t.rejected()),
-            pct(t.late),
-            r.load.rejection_latency.p99_ms,
-            r.max_backend_waiting(),
-        )?;
-    }
-    Ok(())
-}
-
-/// Writes `results.json` (and the report) into `dir`.
+/// Writes `results.json` and `report.html` into `dir`.
 pub fn write_outputs(results: &LabResults, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let json = std::fs::File::create(dir.join("results.json"))?;
     serde_json::to_writer_pretty(std::io::BufWriter::new(json), results)?;
+    let mut html = std::io::BufWriter::new(std::fs::File::create(dir.join("report.html"))?);
+    super::report::write_html(results, &mut html)?;
+    html.flush()?;
     Ok(())
 }
