@@ -35,6 +35,10 @@ for f in crates/spillway/tests/loom*.rs; do loom_tests+=(--test "$(basename "$f"
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
   cargo test --locked --release -p spillway "${loom_tests[@]}"
 
+step "the lab's report in headless Chromium"
+cargo run --locked --release -q -- lab --scenario quick --seconds 3 --out target/lab-quick
+scripts/browser-test.sh target/lab-quick/report.html target/lab-quick/report.png
+
 step "comparison benchmarks (quick run, informational)"
 cargo run --locked --release -p spillway-benches -- --reps 3
 

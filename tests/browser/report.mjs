@@ -83,6 +83,8 @@ try {
         const pts = el.tagName === 'polyline' ? el.getAttribute('points') : el.getAttribute('d');
         if (pts && pts.trim().split(/[\s,]+/).length >= 4) lines += 1;
       }
+      // A series with one point (a run at a single load) is drawn as a marker.
+      lines += svg.querySelectorAll('circle').length;
       charts[name] = {
         count: svgs.length,
         width: box.width,
@@ -105,7 +107,7 @@ try {
     }
     if (c.count !== 1) fail(`chart ${name}: ${c.count} charts with that name, expected 1`);
     if (!(c.width > 0 && c.height > 0)) fail(`chart ${name}: drawn ${c.width}×${c.height} px`);
-    if (c.lines === 0) fail(`chart ${name}: no polyline or path with points`);
+    if (c.lines === 0) fail(`chart ${name}: no polyline, path or point marker with data`);
     if (/NaN|Infinity/.test(c.text)) fail(`chart ${name}: NaN or Infinity in its text`);
   }
   if (!seen.table) fail('no table.summary');
