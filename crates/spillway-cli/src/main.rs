@@ -144,6 +144,10 @@ enum Command {
         /// Print the report as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Unary gRPC calls over h2c (the URL's path is the method, the message empty):
+        /// grpc-status 8 counts as 429, 14 as 503, grpc-retry-pushback-ms as Retry-After.
+        #[arg(long)]
+        grpc: bool,
     },
 }
 
@@ -297,6 +301,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             retry_mode,
             threads,
             json,
+            grpc,
         } => {
             let options = spillway_lab::load::LoadOptions {
                 url,
@@ -308,6 +313,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 retry_mode,
                 threads: threads as usize,
                 progress: std::io::stderr().is_terminal(),
+                grpc,
             };
             // The generator runs on threads of its own; this runtime only waits for it.
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

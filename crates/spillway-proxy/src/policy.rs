@@ -126,8 +126,12 @@ fn controller(
             adaptive::Vegas::default().with_max(max).with_initial(initial.max(min)),
             200,
         )),
-        AdaptiveAlgorithm::Aimd => {
-            Box::new(adaptive::Aimd::default().with_bounds(min, max).with_initial(initial))
+        AdaptiveAlgorithm::Aimd { target } => {
+            let aimd = adaptive::Aimd::default().with_bounds(min, max).with_initial(initial);
+            Box::new(match target {
+                Some(t) => aimd.with_timeout(t),
+                None => aimd,
+            })
         }
         AdaptiveAlgorithm::Gradient => {
             Box::new(adaptive::Gradient::default().with_bounds(min, max).with_initial(initial))

@@ -3,7 +3,10 @@
 //!
 //! `cargo run --release -p spillway-tower --example tonic` serves `demo.Echo/Say` on
 //! 127.0.0.1:50051 (`ADDR` changes it). The message type is written by hand with
-//! `prost::Message`, so no protoc is needed; `tests/tonic.rs` has a client.
+//! `prost::Message`, so no protoc is needed; `tests/tonic.rs` has a client. Under open-loop
+//! load, `spillway load --grpc --url http://127.0.0.1:50051/demo.Echo/Say --rate 1000 --duration 5
+//! --deadline-ms 1000` shows the quota's RESOURCE_EXHAUSTED answers (counted as 429) with their
+//! pushback; `tests/examples_under_load.rs` runs exactly that.
 
 use spillway::limit::ConcurrencyLimiter;
 use spillway::rate::{Gcra, KeyedLimiter, Quota};
@@ -61,8 +64,8 @@ impl NamedService for Echo {
     const NAME: &'static str = "demo.Echo";
 }
 
-#[tokio::main]
-async fn main() -> Result<(), BoxError> {
+/// Serves `demo.Echo` behind the layers on `listener` until the process ends.
+pub(crate) async fn serve(listener: tokio::net::TcpListener) -> Result<(), BoxError> {
     let layers = ServiceBuilder::new()
         .layer(OverloadResponseLayer)
         .layer(RateLimitLayer::new(
@@ -72,13 +75,18 @@ async fn main() -> Result<(), BoxError> {
         .layer(ConcurrencyLimitLayer::new(
             ConcurrencyLimiter::builder(16).queue(16).queue_timeout(Duration::from_millis(50)).build(),
         ));
-    let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:50051".into());
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
-    println!("gRPC demo.Echo on {}", listener.local_addr()?);
     tonic::transport::Server::builder()
         .layer(layers)
         .add_service(Echo)
         .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
         .await?;
     Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:50051".into());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!("gRPC demo.Echo on {}", listener.local_addr()?);
+    serve(listener).await
 }

@@ -229,6 +229,7 @@ fn run_one(
         retry_mode: RetryMode::Ignore,
         threads: 1,
         progress: false,
+        grpc: false,
     };
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -267,7 +268,8 @@ fn proxy_config(contestant: &Contestant, backend: SocketAddr, pool: usize) -> St
         Contestant::Adaptive(algorithm) => format!(
             "[routes.adaptive]\nalgorithm = \"{algorithm}\"\nmin = 1\nmax = 200\ninitial = 20\nqueue = {pool}\n\
              queue_timeout = \"100ms\"\n{}",
-            if *algorithm == "slo" { "target = \"100ms\"\n" } else { "" }
+            // The latency target (2 x the unloaded service time) for the two that take one.
+            if matches!(*algorithm, "slo" | "aimd") { "target = \"100ms\"\n" } else { "" }
         ),
         _ => String::new(),
     };

@@ -10,9 +10,9 @@ use anyhow::Context;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http::{HeaderMap, Request, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http1::{Connection, SendRequest};
-use hyper_util::rt::TokioIo;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use spillway::clock::MonotonicClock;
 use spillway::shed::RetryBudget;
 use std::cell::{Cell, RefCell};
@@ -144,7 +144,18 @@ struct Slot {
     wake: Notify,
 }
 
-type Conn = (SendRequest<Empty<Bytes>>, Pin<Box<Connection<TokioIo<TcpStream>, Empty<Bytes>>>>);
+type Io = TokioIo<TcpStream>;
+type H1Driver = Pin<Box<http1::Connection<Io, Full<Bytes>>>>;
+type H2Driver = Pin<Box<http2::Connection<Io, Full<Bytes>, TokioExecutor>>>;
+
+/// A connection and its driver, polled in the slot's own task (no task per connection).
+enum Conn {
+    H1(http1::SendRequest<Full<Bytes>>, H1Driver),
+    H2(http2::SendRequest<Full<Bytes>>, H2Driver),
+}
+
+/// An empty gRPC message: not compressed, length 0.
+const EMPTY_GRPC_MESSAGE: [u8; 5] = [0; 5];
 
 struct Engine {
     target: Target,
@@ -269,7 +280,11 @@ async fn connection(e: Rc<Engine>, slot: Rc<Slot>) {
                 break t;
             }
             let closed = match &mut conn {
-                Some((_, driver)) => tokio::select! {
+                Some(Conn::H1(_, driver)) => tokio::select! {
+                    _ = slot.wake.notified() => false,
+                    _ = driver.as_mut() => true,
+                },
+                Some(Conn::H2(_, driver)) => tokio::select! {
                     _ = slot.wake.notified() => false,
                     _ = driver.as_mut() => true,
                 },
@@ -324,41 +339,101 @@ async fn attempt(e: &Engine, conn: &mut Option<Conn>) -> Result<(StatusCode, Opt
     if conn.is_none() {
         let s = TcpStream::connect(e.target.addr).await.map_err(drop)?;
         let _ = s.set_nodelay(true);
-        let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.map_err(drop)?;
+        let io = TokioIo::new(s);
+        *conn = Some(if e.target.grpc {
+            let (sender, driver) = http2::handshake(TokioExecutor::new(), io).await.map_err(drop)?;
+            Conn::H2(sender, Box::pin(driver))
+        } else {
+            let (sender, driver) = http1::handshake(io).await.map_err(drop)?;
+            Conn::H1(sender, Box::pin(driver))
+        });
         e.result.borrow_mut().opened += 1;
-        *conn = Some((sender, Box::pin(driver)));
     }
-    let Some((sender, driver)) = conn.as_mut() else { return Err(()) };
-    let mut req = Request::new(Empty::new());
-    *req.uri_mut() = e.target.path.clone();
-    req.headers_mut().insert(header::HOST, e.target.host.clone());
-    let (r, driver_done) = {
-        let exchange = async {
-            sender.ready().await?;
-            let resp = sender.send_request(req).await?;
-            let status = resp.status();
-            let retry_after = retry_after(resp.headers());
-            let mut body = resp.into_body();
-            while let Some(frame) = body.frame().await {
-                frame?;
-            }
-            Ok::<_, hyper::Error>((status, retry_after))
-        };
-        tokio::pin!(exchange);
-        tokio::select! {
-            biased;
-            r = &mut exchange => (r, false),
-            d = driver.as_mut() => match d {
-                // The server closed after answering: the answer may be complete.
-                Ok(()) => (exchange.await, true),
-                Err(e) => (Err(e), true),
-            },
+    let (r, driver_done) = match conn.as_mut() {
+        None => return Err(()),
+        Some(Conn::H1(sender, driver)) => {
+            let mut req = Request::new(Full::default());
+            *req.uri_mut() = e.target.path.clone();
+            req.headers_mut().insert(header::HOST, e.target.host.clone());
+            let exchange = async {
+                sender.ready().await?;
+                let resp = sender.send_request(req).await?;
+                let status = resp.status();
+                let retry_after = retry_after(resp.headers());
+                let mut body = resp.into_body();
+                while let Some(frame) = body.frame().await {
+                    frame?;
+                }
+                Ok::<_, hyper::Error>((status, retry_after))
+            };
+            exchange_on(exchange, driver.as_mut()).await
+        }
+        Some(Conn::H2(sender, driver)) => {
+            let mut req = Request::new(Full::new(Bytes::from_static(&EMPTY_GRPC_MESSAGE)));
+            *req.method_mut() = http::Method::POST;
+            *req.uri_mut() = format!("http://{}{}", e.target.addr, e.target.path).parse().map_err(drop)?;
+            let h = req.headers_mut();
+            h.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+            h.insert(header::TE, http::HeaderValue::from_static("trailers"));
+            let exchange = async {
+                sender.ready().await?;
+                let resp = sender.send_request(req).await?;
+                // Trailers-only answers carry the status in the headers.
+                let mut status = grpc_status(resp.headers());
+                let mut pushback = grpc_pushback(resp.headers());
+                let mut body = resp.into_body();
+                while let Some(frame) = body.frame().await {
+                    if let Ok(trailers) = frame?.into_trailers() {
+                        status = status.or(grpc_status(&trailers));
+                        pushback = pushback.or(grpc_pushback(&trailers));
+                    }
+                }
+                let status = match status {
+                    Some(0) => StatusCode::OK,
+                    Some(8) => StatusCode::TOO_MANY_REQUESTS,
+                    Some(14) => StatusCode::SERVICE_UNAVAILABLE,
+                    Some(4) => StatusCode::GATEWAY_TIMEOUT,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                Ok::<_, hyper::Error>((status, pushback))
+            };
+            exchange_on(exchange, driver.as_mut()).await
         }
     };
     if driver_done {
         *conn = None;
     }
     r.map_err(drop)
+}
+
+/// Runs `exchange` while polling the connection's `driver` in the same task.
+async fn exchange_on<T, D>(
+    exchange: impl std::future::Future<Output = Result<T, hyper::Error>>,
+    driver: Pin<&mut D>,
+) -> (Result<T, hyper::Error>, bool)
+where
+    D: std::future::Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(exchange);
+    tokio::select! {
+        biased;
+        r = &mut exchange => (r, false),
+        d = driver => match d {
+            // The server closed after answering: the answer may be complete.
+            Ok(()) => (exchange.await, true),
+            Err(e) => (Err(e), true),
+        },
+    }
+}
+
+fn grpc_status(h: &HeaderMap) -> Option<u32> {
+    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// `grpc-retry-pushback-ms`, rounded up to whole seconds like `Retry-After`.
+fn grpc_pushback(h: &HeaderMap) -> Option<u64> {
+    let ms: u64 = h.get("grpc-retry-pushback-ms")?.to_str().ok()?.parse().ok()?;
+    Some(ms.div_ceil(1000).max(1))
 }
 
 /// `Retry-After` as delta-seconds; `Some(u64::MAX)` marks a header in another form (an HTTP

@@ -140,6 +140,10 @@ pub struct LoadOptions {
     pub threads: usize,
     /// Print a progress line to stderr every second.
     pub progress: bool,
+    /// Send unary gRPC calls over h2c instead of HTTP/1.1 GETs: the URL's path is the method
+    /// (`/package.Service/Method`), the request an empty message. `grpc-status` 8 counts as a
+    /// 429, 14 as a 503, 4 as a 504; `grpc-retry-pushback-ms` as `Retry-After`.
+    pub grpc: bool,
 }
 
 impl Default for LoadOptions {
@@ -154,6 +158,7 @@ impl Default for LoadOptions {
             retry_mode: RetryMode::Ignore,
             threads: 1,
             progress: false,
+            grpc: false,
         }
     }
 }
@@ -193,9 +198,10 @@ pub(crate) struct Target {
     pub(crate) addr: SocketAddr,
     pub(crate) host: HeaderValue,
     pub(crate) path: Uri,
+    pub(crate) grpc: bool,
 }
 
-async fn resolve(url: &str) -> anyhow::Result<Target> {
+async fn resolve(url: &str, grpc: bool) -> anyhow::Result<Target> {
     let uri: Uri = url.parse().with_context(|| format!("not a URL: {url:?}"))?;
     match uri.scheme_str() {
         Some("http") => {}
@@ -212,7 +218,7 @@ async fn resolve(url: &str) -> anyhow::Result<Target> {
     let host = HeaderValue::from_str(authority.as_str()).context("host header")?;
     let pq = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let path = Uri::builder().path_and_query(pq).build().context("request path")?;
-    Ok(Target { addr, host, path })
+    Ok(Target { addr, host, path, grpc })
 }
 
 /// Counters every thread bumps, for the progress line.
@@ -237,7 +243,7 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
     if opts.connections == 0 || opts.threads == 0 {
         bail!("connections and threads must be at least 1");
     }
-    let target = resolve(&opts.url).await?;
+    let target = resolve(&opts.url, opts.grpc).await?;
     let threads = opts.threads.min(opts.connections);
     let shared = Arc::new(engine::Shared::new());
     // A common start a little ahead, so every thread is ready before the first request is due.

@@ -225,8 +225,13 @@ pub enum AdaptiveAlgorithm {
     Gradient2,
     /// TCP Vegas.
     Vegas,
-    /// Additive increase, multiplicative decrease.
-    Aimd,
+    /// Additive increase, multiplicative decrease; with a `target`, a slower answer counts as
+    /// a drop (without one, only 5xx and timeouts do, and a backend that queues instead of
+    /// failing never makes it back off).
+    Aimd {
+        /// Latency above which an answer counts as a drop.
+        target: Option<Duration>,
+    },
     /// Envoy's gradient controller.
     Gradient,
     /// Keeps latency under a target.
@@ -581,7 +586,7 @@ fn limit(
             let algorithm = match a.algorithm.as_str() {
                 "gradient2" => AdaptiveAlgorithm::Gradient2,
                 "vegas" => AdaptiveAlgorithm::Vegas,
-                "aimd" => AdaptiveAlgorithm::Aimd,
+                "aimd" => AdaptiveAlgorithm::Aimd { target: a.target.map(|t| t.0) },
                 "gradient" => AdaptiveAlgorithm::Gradient,
                 "slo" => match a.target {
                     Some(t) => AdaptiveAlgorithm::Slo { target: t.0 },
