@@ -266,7 +266,7 @@ fn proxy_config(contestant: &Contestant, backend: SocketAddr, pool: usize) -> St
             format!("[routes.concurrency]\nmax = {pool}\nqueue = {pool}\nqueue_timeout = \"100ms\"\n")
         }
         Contestant::Adaptive(algorithm) => format!(
-            "[routes.adaptive]\nalgorithm = \"{algorithm}\"\nmin = 1\nmax = 200\ninitial = 20\nqueue = {pool}\n\
+            "[routes.adaptive]\nalgorithm = \"{algorithm}\"\nmin = 1\nmax = 200\ninitial = 20\nqueue = 10\n\
              queue_timeout = \"100ms\"\n{}",
             // The latency target (2 x the unloaded service time) for the two that take one.
             if matches!(*algorithm, "slo" | "aimd") { "target = \"100ms\"\n" } else { "" }
