@@ -83,11 +83,11 @@ pub(crate) async fn handle(
         metrics.outcome(Outcome::invalid);
         return ProxyError::BodyTooLarge(cap).response(grpc);
     }
-    parts.extensions.insert(peer);
     let listener = &state.listeners[listener];
     let upstream = &route.upstream;
     let mut admitted =
-        match route.policy.admit(&parts, &listener.client_ip, upstream.breaker.as_ref(), metrics).await {
+        match route.policy.admit(&parts, peer, &listener.client_ip, upstream.breaker.as_ref(), metrics).await
+        {
             Ok(a) => a,
             Err(refused) => return ProxyError::Overloaded(refused).response(grpc),
         };

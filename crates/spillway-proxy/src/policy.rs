@@ -184,6 +184,7 @@ impl Policy {
     pub(crate) async fn admit(
         self: &Arc<Self>,
         parts: &Parts,
+        peer: std::net::SocketAddr,
         client: &ClientIp,
         breaker: Option<&(Arc<CircuitBreaker>, bool)>,
         metrics: &RouteMetrics,
@@ -191,7 +192,7 @@ impl Policy {
         for rate in &self.rates {
             let decision = match &rate.limiter {
                 Limiter::Global(l) => l.check(),
-                Limiter::Keyed(l) => l.check_key(&self.key(&rate.config.key, parts, client)),
+                Limiter::Keyed(l) => l.check_key(&self.key(&rate.config.key, parts, peer, client)),
             };
             if !decision.allowed {
                 if rate.config.dry_run {
@@ -295,13 +296,11 @@ impl Policy {
             .unwrap_or(shed.default)
     }
 
-    fn key(&self, key: &RateKey, parts: &Parts, client: &ClientIp) -> u64 {
+    fn key(&self, key: &RateKey, parts: &Parts, peer: std::net::SocketAddr, client: &ClientIp) -> u64 {
         let mut h = self.hasher.build_hasher();
         match key {
             RateKey::Global => {}
-            RateKey::Ip => {
-                client.client_of(&parts.headers, parts.extensions.get()).map(rate::IpKey::from).hash(&mut h)
-            }
+            RateKey::Ip => client.client_of(&parts.headers, Some(&peer)).map(rate::IpKey::from).hash(&mut h),
             RateKey::Route => {
                 parts.method.hash(&mut h);
                 for s in parts.uri.path().split('/').filter(|s| !s.is_empty()).take(2) {
