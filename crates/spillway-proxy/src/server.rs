@@ -155,7 +155,8 @@ impl Builders {
         h1.timer(TokioTimer::new())
             .header_read_timeout((!c.header_read_timeout.is_zero()).then_some(c.header_read_timeout))
             .max_buf_size(c.max_header_bytes.max(8192))
-            .keep_alive(true);
+            .keep_alive(true)
+            .writev(false);
         // hyper's default is 100 headers, parsed into a stack array; any explicit limit makes
         // it allocate and fill a vector of that size per request, so set it only when it differs.
         if c.max_headers != 100 {
