@@ -44,19 +44,34 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Fields named by Connection are hop-by-hop too.
-    if let Some(conn) = headers.get(header::CONNECTION).cloned()
-        && let Ok(conn) = conn.to_str()
-    {
-        for name in conn.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            headers.remove(name);
+    // One pass over the names finds which are present; most messages carry at most
+    // `Connection`, so the removals below are one or two lookups, not eight.
+    let (mut seen, mut te) = (0u8, false);
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            seen |= 1 << i;
+        }
+        te |= name == header::TE;
+    }
+    if seen != 0 {
+        // Fields named by Connection are hop-by-hop too.
+        if let Some(conn) = headers.remove(header::CONNECTION)
+            && let Ok(conn) = conn.to_str()
+        {
+            for name in conn.split(',').map(str::trim) {
+                if !name.eq_ignore_ascii_case("keep-alive") && !name.eq_ignore_ascii_case("close") && !name.is_empty() {
+                    headers.remove(name);
+                }
+            }
+        }
+        for (i, name) in HOP_BY_HOP.iter().enumerate().skip(1) {
+            if seen & (1 << i) != 0 {
+                headers.remove(name);
+            }
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
     // `TE: trailers` is what gRPC needs end to end; any other TE is hop-by-hop.
-    if headers.get(header::TE).is_some_and(|te| te != "trailers") {
+    if te && headers.get(header::TE).is_some_and(|v| v != "trailers") {
         headers.remove(header::TE);
     }
 }
@@ -70,7 +85,8 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let grpc = is_grpc(&req);
-    let state = shared.state.load_full();
+    // A guard, not a clone of the Arc: no shared reference count touched per request.
+    let state = shared.state.load();
     let (mut parts, body) = req.into_parts();
     let Some(route) = state.route(listener, &parts) else {
         return ProxyError::NoRoute.response(grpc);
