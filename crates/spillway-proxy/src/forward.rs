@@ -59,7 +59,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             && let Ok(conn) = conn.to_str()
         {
             for name in conn.split(',').map(str::trim) {
-                if !name.eq_ignore_ascii_case("keep-alive") && !name.eq_ignore_ascii_case("close") && !name.is_empty() {
+                if !name.eq_ignore_ascii_case("keep-alive")
+                    && !name.eq_ignore_ascii_case("close")
+                    && !name.is_empty()
+                {
                     headers.remove(name);
                 }
             }

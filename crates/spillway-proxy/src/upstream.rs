@@ -159,7 +159,8 @@ impl Upstream {
 
     async fn connect_h1(&self) -> Result<http1::SendRequest<UpstreamBody>, ProxyError> {
         let (io, guard) = self.dial().await?;
-        let (sender, conn) = http1::Builder::new().writev(false).handshake(io).await.map_err(ProxyError::Upstream)?;
+        let (sender, conn) =
+            http1::Builder::new().writev(false).handshake(io).await.map_err(ProxyError::Upstream)?;
         tokio::spawn(async move {
             let _ = conn.await;
             drop(guard);
