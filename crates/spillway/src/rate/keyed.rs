@@ -71,6 +71,8 @@ struct Slot {
 pub struct KeyedLimiter<K: ?Sized, A, C = CoarseClock> {
     slots: Box<[Slot]>,
     mask: usize,
+    /// `64 - log2(capacity)`: the shift that takes a table index from the top of a word.
+    shift: u32,
     algorithm: A,
     clock: C,
     hasher: Hasher,
@@ -123,6 +125,7 @@ impl<K: Hash + ?Sized, A: Algorithm, C: Clock> KeyedLimiter<K, A, C> {
         Self {
             slots,
             mask: capacity - 1,
+            shift: 64 - capacity.trailing_zeros(),
             algorithm,
             clock,
             hasher: seeded_hasher(),
@@ -170,7 +173,11 @@ impl<K: Hash + ?Sized, A: Algorithm, C: Clock> KeyedLimiter<K, A, C> {
     fn slot(&self, key: &K) -> &Slot {
         let hash = self.hasher.hash_one(key);
         let tag = hash | 1;
-        let home = (hash >> 32) as usize ^ (hash as usize >> 7);
+        // Fibonacci hashing: the top bits of a multiply by 2^64/phi spread even a hash whose own
+        // high bits are weak (foldhash's fast variant on small integers) over the whole table.
+        // (`hash >> 32 ^ hash >> 7` here clustered: 4 % of test runs evicted dozens of live keys
+        // from a table at half load.)
+        let home = (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize;
         loop {
             // Pass 1: the key itself, or the first never-used slot.
             for i in 0..PROBE {
