@@ -51,7 +51,7 @@ async fn http1_and_h2c_pass_through_with_forwarded_for_and_hop_by_hop_stripped()
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(seen.requests.load(Ordering::Relaxed), 3);
-    tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
+    stop(proxy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,7 +155,7 @@ path_prefix = "/status"
         metric(admin, "spillway_rejected_requests_total{route=\"rated\",reason=\"rate_limited\"}").await,
         2.0
     );
-    tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
+    stop(proxy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +178,7 @@ async fn header_limits_answer_431() {
     let mut resp = vec![0u8; 64];
     let n = s.read(&mut resp).await.unwrap();
     assert!(resp[..n].starts_with(b"HTTP/1.1 413"), "{}", String::from_utf8_lossy(&resp[..n]));
-    tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
+    stop(proxy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,7 +215,7 @@ upstream = "down"
     assert!((20..=40).contains(&retry), "retry-after {retry} is the time to half-open");
     let admin = proxy.admin_addr().unwrap();
     assert_eq!(metric(admin, "spillway_breaker_state{upstream=\"down\"}").await, 1.0);
-    tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
+    stop(proxy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,7 +242,7 @@ dry_run = true
         metric(admin, "spillway_dry_run_rejections_total{route=\"shadow\",reason=\"rate_limited\"}").await,
         4.0
     );
-    tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
+    stop(proxy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,7 +274,7 @@ header = "x-criticality"
     for b in busy {
         assert_eq!(b.await.unwrap().0, StatusCode::OK);
     }
-    tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
+    stop(proxy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,7 +336,7 @@ async fn a_large_response_to_a_slow_reader_keeps_memory_bounded() {
     }
     assert_eq!(read, TOTAL);
     assert!(peak < 64 << 20, "memory grew by {} MiB while streaming 1 GiB", peak >> 20);
-    tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
+    stop(proxy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,14 +364,14 @@ per = "1m"
     for _ in 0..2 {
         assert_eq!(get(addr, "/rated").await.0, StatusCode::OK);
     }
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load: Vec<_> = (0..8)
         .map(|_| {
-            let stop = stop.clone();
+            let done = done.clone();
             tokio::spawn(async move {
                 let client = client();
                 let (mut ok, mut failed) = (0, 0);
-                while !stop.load(Ordering::Relaxed) {
+                while !done.load(Ordering::Relaxed) {
                     let req =
                         Request::get(format!("http://{addr}/busy?delay=2")).body(Full::default()).unwrap();
                     match client.request(req).await {
@@ -406,7 +406,7 @@ per = "1m"
             }
         }
     }
-    stop.store(true, Ordering::Relaxed);
+    done.store(true, Ordering::Relaxed);
     let (mut ok, mut failed) = (0, 0);
     for l in load {
         let (o, f) = l.await.unwrap();
@@ -424,7 +424,7 @@ per = "1m"
     assert_eq!(metric(admin, "spillway_reloads_total{result=\"failure\"}").await, 5.0);
     assert_eq!(metric(admin, "spillway_concurrency_limit{route=\"busy\"}").await, 58.0);
     let proxy = std::sync::Arc::try_unwrap(proxy).unwrap();
-    tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
+    stop(proxy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -494,5 +494,5 @@ upstream = "grpc"
     // An HTTP/1.1 client through to an h2c upstream.
     let (status, _, body) = get(addr, "/anything").await;
     assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello"[..]));
-    tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
+    stop(proxy).await;
 }

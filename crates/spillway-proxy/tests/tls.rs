@@ -76,6 +76,6 @@ upstream = "app"
     let der = cert.cert.der().clone();
     assert_eq!(over_tls(addr, der.clone(), b"h2").await, (http::Version::HTTP_2, StatusCode::OK));
     assert_eq!(over_tls(addr, der, b"http/1.1").await, (http::Version::HTTP_11, StatusCode::OK));
-    tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
+    stop(proxy).await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -9,7 +9,7 @@ mod axum_example;
 #[path = "../examples/tonic.rs"]
 mod tonic_example;
 
-use spillway_lab::load::{LoadOptions, Profile, RetryMode};
+use spillway_lab::load::LoadOptions;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,13 +21,7 @@ async fn the_axum_example_refuses_past_its_quota_with_retry_after() {
         url: format!("http://{addr}/work"),
         rate: 200.0,
         duration: Duration::from_secs(2),
-        deadline: Duration::from_secs(1),
-        profile: Profile::Constant,
-        connections: 256,
-        retry_mode: RetryMode::Ignore,
-        threads: 1,
-        progress: false,
-        grpc: false,
+        ..LoadOptions::default()
     })
     .await
     .unwrap();
@@ -48,13 +42,8 @@ async fn the_tonic_example_answers_resource_exhausted_with_pushback() {
         url: format!("http://{addr}/demo.Echo/Say"),
         rate: 1000.0,
         duration: Duration::from_secs(2),
-        deadline: Duration::from_secs(1),
-        profile: Profile::Constant,
-        connections: 256,
-        retry_mode: RetryMode::Ignore,
-        threads: 1,
-        progress: false,
         grpc: true,
+        ..LoadOptions::default()
     })
     .await
     .unwrap();

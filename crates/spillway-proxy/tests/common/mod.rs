@@ -104,6 +104,11 @@ pub fn proxy(config: &str, upstream: SocketAddr) -> spillway_proxy::Proxy {
     spillway_proxy::Proxy::start(config).unwrap()
 }
 
+/// Drains and stops the proxy (a blocking call, off the test's runtime).
+pub async fn stop(proxy: spillway_proxy::Proxy) {
+    tokio::task::spawn_blocking(move || proxy.shutdown().unwrap()).await.unwrap();
+}
+
 pub fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
