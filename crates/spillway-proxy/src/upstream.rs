@@ -9,6 +9,7 @@
 use crate::body::UpstreamBody;
 use crate::config::{Protocol, UpstreamConfig};
 use crate::error::ProxyError;
+use crate::policy::ProxyClock;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -22,7 +23,7 @@ use std::sync::{Arc, Mutex};
 pub(crate) struct Upstream {
     pub(crate) config: UpstreamConfig,
     /// The breaker and whether it is dry-run.
-    pub(crate) breaker: Option<(Arc<CircuitBreaker>, bool)>,
+    pub(crate) breaker: Option<(Arc<CircuitBreaker<ProxyClock>>, bool)>,
     next: AtomicUsize,
     open: Arc<AtomicUsize>,
     /// Per worker: idle HTTP/1.1 connections, or the h2c connection.
@@ -69,7 +70,7 @@ impl Drop for OpenGuard {
 impl Upstream {
     pub(crate) fn new(config: UpstreamConfig, workers: usize) -> Self {
         let breaker = config.breaker.as_ref().map(|b| {
-            let breaker = CircuitBreaker::new(b.config);
+            let breaker = CircuitBreaker::with_clock(b.config, ProxyClock::new());
             if b.dry_run {
                 breaker.metrics_only();
             }

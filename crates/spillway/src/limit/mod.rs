@@ -219,16 +219,9 @@ pub struct Builder<C = CoarseClock> {
     clock: C,
 }
 
-impl Builder<CoarseClock> {
-    fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            queue: 0,
-            timeout: None,
-            order: QueueOrder::Fifo,
-            codel: None,
-            clock: CoarseClock::new(),
-        }
+impl<C: Clock> Builder<C> {
+    fn with(limit: usize, clock: C) -> Self {
+        Self { limit, queue: 0, timeout: None, order: QueueOrder::Fifo, codel: None, clock }
     }
 }
 
@@ -368,7 +361,21 @@ impl ConcurrencyLimiter<CoarseClock> {
 
     /// Configures a limiter of `limit` permits.
     pub fn builder(limit: usize) -> Builder<CoarseClock> {
-        Builder::new(limit)
+        Builder::with(limit, CoarseClock::new())
+    }
+
+    /// [`builder`](Self::builder) reading `clock` (without touching the coarse clock, whose
+    /// ticker thread then never starts).
+    ///
+    /// ```
+    /// use spillway::clock::MonotonicClock;
+    /// use spillway::limit::ConcurrencyLimiter;
+    ///
+    /// let limiter = ConcurrencyLimiter::builder_with_clock(8, MonotonicClock::new()).queue(16).build();
+    /// assert_eq!(limiter.stats().limit, 8);
+    /// ```
+    pub fn builder_with_clock<C: Clock>(limit: usize, clock: C) -> Builder<C> {
+        Builder::with(limit, clock)
     }
 }
 
