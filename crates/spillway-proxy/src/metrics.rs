@@ -127,10 +127,9 @@ impl Default for Metrics {
 impl Metrics {
     /// A registry with every family, `spillway_` prefixed.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("spillway");
         let hist = || Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        let m = Self {
-            registry: Mutex::new(Registry::default()),
+        let mut m = Self {
+            registry: Mutex::new(Registry::with_prefix("spillway")),
             requests: Family::default(),
             rejected: Family::default(),
             would_reject: Family::default(),
@@ -146,7 +145,7 @@ impl Metrics {
             upstream_connections: Family::default(),
             reloads: Family::default(),
         };
-        let r = &mut registry;
+        let r = m.registry.get_mut().unwrap_or_else(|e| e.into_inner());
         r.register("requests", "Requests by route and outcome", m.requests.clone());
         r.register("rejected_requests", "Requests refused by a policy, by reason", m.rejected.clone());
         r.register(
@@ -183,7 +182,6 @@ impl Metrics {
         r.register("reloads", "Config reloads by result", m.reloads.clone());
         let info = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
         r.register("build", "Build information", info);
-        *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         m
     }
 
