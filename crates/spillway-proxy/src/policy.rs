@@ -16,7 +16,7 @@ use spillway::clock::{Clock, MonotonicClock};
 use spillway::limit::{ConcurrencyLimiter, OwnedPermit, RejectReason, Rejected};
 use spillway::rate::{self, Algorithm, Decision, KeyedLimiter, RateLimit, RateLimiter};
 use spillway::shed::{Bulkhead, Criticality, OwnedBulkheadPermit};
-use spillway_tower::http::ClientIp;
+use spillway_tower::http::{ClientIp, RouteKey};
 use spillway_tower::{Overloaded, Reason};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
@@ -241,7 +241,11 @@ impl Policy {
         if let (Some(limit), Some(config)) = (&self.limit, &self.config.limit) {
             let limiter = limit.limiter();
             let class = self.criticality(parts);
-            let shed_ceiling = self.config.shed.as_ref().map(|_| ceiling(limiter.limit(), class));
+            let shed_ceiling = self
+                .config
+                .shed
+                .as_ref()
+                .map(|_| spillway::shed::ceiling(limiter.limit(), class.default_share(), class));
             let queued = limiter.clock().now();
             let permit: Result<Option<OwnedPermit<ProxyClock>>, (Rejected, Option<Criticality>)> =
                 match shed_ceiling {
@@ -311,23 +315,11 @@ impl Policy {
         match key {
             RateKey::Global => {}
             RateKey::Ip => client.client_of(&parts.headers, Some(&peer)).map(rate::IpKey::from).hash(&mut h),
-            RateKey::Route => {
-                parts.method.hash(&mut h);
-                for s in parts.uri.path().split('/').filter(|s| !s.is_empty()).take(2) {
-                    s.hash(&mut h);
-                }
-            }
+            RateKey::Route => RouteKey::new(2).hash_route(&parts.method, parts.uri.path(), &mut h),
             RateKey::Header(name) => parts.headers.get(name).map(|v| v.as_bytes()).hash(&mut h),
         }
         h.finish()
     }
-}
-
-/// How many may be in flight when a request of `class` is admitted: the shares of
-/// `spillway::shed::PriorityShedder` (sheddable 50 %, sheddable_plus 75 %, critical 90 %).
-fn ceiling(limit: usize, class: Criticality) -> usize {
-    let share = [0.5, 0.75, 0.9, 1.0][class as usize];
-    ((limit as f64 * share).ceil() as usize).max(1)
 }
 
 fn metric_reason(r: &Rejected, shed: bool) -> MetricReason {

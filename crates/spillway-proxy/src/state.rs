@@ -43,7 +43,7 @@ impl State {
             .iter()
             .map(|u| {
                 previous
-                    .and_then(|p| p.upstreams.iter().find(|o| o.config.name == u.name && o.same_as(u)))
+                    .and_then(|p| p.upstreams.iter().find(|o| o.config == *u))
                     .cloned()
                     .unwrap_or_else(|| Arc::new(Upstream::new(u.clone(), workers)))
             })

@@ -90,15 +90,6 @@ impl Upstream {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Whether `other` is the same upstream (a reload may keep this one's pool and breaker).
-    pub(crate) fn same_as(&self, other: &UpstreamConfig) -> bool {
-        self.config.addrs == other.addrs
-            && self.config.protocol == other.protocol
-            && self.config.max_connections == other.max_connections
-            && self.config.connect_timeout == other.connect_timeout
-            && self.config.breaker == other.breaker
-    }
-
     /// Sends `req` on worker `worker`'s pool.
     pub(crate) async fn send(
         self: &Arc<Self>,

@@ -371,6 +371,16 @@ impl RouteKey {
     pub fn new(segments: usize) -> Self {
         Self { segments }
     }
+
+    /// Feeds the route of a request (its method and path) to `hasher`: for callers that hold a
+    /// request's parts rather than the request, or hash with a hasher of their own.
+    pub fn hash_route(&self, method: &http::Method, path: &str, hasher: &mut impl std::hash::Hasher) {
+        use std::hash::Hash;
+        method.hash(hasher);
+        for segment in path.split('/').filter(|s| !s.is_empty()).take(self.segments) {
+            segment.hash(hasher);
+        }
+    }
 }
 
 impl<B> crate::KeyExtractor<Request<B>> for RouteKey {
@@ -378,12 +388,9 @@ impl<B> crate::KeyExtractor<Request<B>> for RouteKey {
     type Key = u64;
 
     fn key(&self, req: &Request<B>) -> u64 {
-        use std::hash::{Hash, Hasher};
+        use std::hash::Hasher;
         let mut h = std::hash::DefaultHasher::new();
-        req.method().hash(&mut h);
-        for segment in req.uri().path().split('/').filter(|s| !s.is_empty()).take(self.segments) {
-            segment.hash(&mut h);
-        }
+        self.hash_route(req.method(), req.uri().path(), &mut h);
         h.finish()
     }
 }

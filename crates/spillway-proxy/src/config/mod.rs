@@ -119,7 +119,7 @@ pub enum Protocol {
 }
 
 /// A set of equivalent backend addresses.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     /// Referenced by routes.
     pub name: String,

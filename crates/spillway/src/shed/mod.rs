@@ -14,5 +14,5 @@ mod priority;
 mod throttle;
 
 pub use bulkhead::{Bulkhead, BulkheadPermit, OwnedBulkheadPermit};
-pub use priority::{Criticality, PriorityShedder, UnknownCriticality};
+pub use priority::{Criticality, PriorityShedder, UnknownCriticality, ceiling};
 pub use throttle::{ClientThrottle, RetryBudget};

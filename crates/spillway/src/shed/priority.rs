@@ -76,6 +76,41 @@ impl FromStr for Criticality {
     }
 }
 
+/// The share of the limit each class may fill by default, indexed by class.
+const DEFAULT_SHARES: [f64; 4] = [0.5, 0.75, 0.9, 1.0];
+
+impl Criticality {
+    /// The share of a limit this class may fill by default: sheddable 50 %, sheddable_plus
+    /// 75 %, critical 90 %, critical_plus all of it.
+    ///
+    /// ```
+    /// use spillway::shed::Criticality;
+    ///
+    /// assert_eq!(Criticality::Sheddable.default_share(), 0.5);
+    /// assert_eq!(Criticality::CriticalPlus.default_share(), 1.0);
+    /// ```
+    pub fn default_share(self) -> f64 {
+        DEFAULT_SHARES[self as usize]
+    }
+}
+
+/// How many may be in flight when a request of `class` is admitted under `limit`, the class
+/// filling at most `share` of it; `critical_plus` always gets at least one slot. This is the
+/// rule [`PriorityShedder`] applies, for callers that hold their limiter elsewhere.
+///
+/// ```
+/// use spillway::shed::{Criticality, ceiling};
+///
+/// let class = Criticality::Sheddable;
+/// assert_eq!(ceiling(10, class.default_share(), class), 5);
+/// assert_eq!(ceiling(0, 1.0, Criticality::CriticalPlus), 1);
+/// ```
+#[inline]
+pub fn ceiling(limit: usize, share: f64, class: Criticality) -> usize {
+    let ceiling = (limit as f64 * share).ceil() as usize;
+    ceiling.max(usize::from(class == Criticality::CriticalPlus))
+}
+
 /// One concurrency limit shared by every class, with a ceiling per class: a class is admitted
 /// only while in flight is below `limit × share(class)`. Defaults: sheddable 50 %, sheddable-plus
 /// 75 %, critical 90 %, critical-plus 100 %; so as load rises, sheddable work is refused first and
@@ -99,9 +134,9 @@ pub struct PriorityShedder<C = CoarseClock> {
 }
 
 impl<C: Clock> PriorityShedder<C> {
-    /// Sheds over `limiter` with the default shares.
+    /// Sheds over `limiter` with the default shares ([`Criticality::default_share`]).
     pub fn new(limiter: ConcurrencyLimiter<C>) -> Self {
-        Self { limiter, shares: [0.5, 0.75, 0.9, 1.0] }
+        Self { limiter, shares: DEFAULT_SHARES }
     }
 
     /// Sets the share of the limit a class may fill (0..=1).
@@ -125,8 +160,7 @@ impl<C: Clock> PriorityShedder<C> {
     /// How many may be in flight when a request of `class` is admitted.
     #[inline]
     fn ceiling(&self, class: Criticality) -> usize {
-        let ceiling = (self.limiter.limit() as f64 * self.shares[class as usize]).ceil() as usize;
-        ceiling.max(usize::from(class == Criticality::CriticalPlus))
+        ceiling(self.limiter.limit(), self.shares[class as usize], class)
     }
 
     /// The shared limiter (to change its limit, or read its stats).
