@@ -4,16 +4,19 @@
 //!   and its pooled connection until the last frame), or a short answer of our own.
 //! - [`UpstreamBody`]: what the upstream receives: the client's body, cut off at the byte cap.
 
-use crate::forward::Held;
+use crate::forward::{Conn, Held};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 /// A response body for the client.
 pub struct ProxyBody {
     kind: Kind,
+    /// The HTTP/1.1 connection to mark idle once this body is done with.
+    conn: Option<Arc<Conn>>,
 }
 
 enum Kind {
@@ -39,27 +42,37 @@ impl Default for ProxyBody {
 impl ProxyBody {
     /// No body.
     pub fn empty() -> Self {
-        Self { kind: Kind::Full(None) }
+        Self { kind: Kind::Full(None), conn: None }
     }
 
     /// A short static body.
     pub fn text(s: &'static str) -> Self {
-        Self { kind: Kind::Full(Some(Bytes::from_static(s.as_bytes()))) }
+        Self { kind: Kind::Full(Some(Bytes::from_static(s.as_bytes()))), conn: None }
     }
 
     /// Owned bytes.
     pub fn bytes(b: impl Into<Bytes>) -> Self {
-        Self { kind: Kind::Full(Some(b.into())) }
+        Self { kind: Kind::Full(Some(b.into())), conn: None }
     }
 
     /// The upstream's body; `held` is released when it ends (or is dropped half-read).
     pub(crate) fn upstream(body: Incoming, held: Held) -> Self {
-        Self { kind: Kind::Upstream { body, held: Some(held) } }
+        Self { kind: Kind::Upstream { body, held: Some(held) }, conn: None }
+    }
+}
+
+impl ProxyBody {
+    /// Marks `conn` idle (its next head due) when this body is dropped.
+    pub(crate) fn on_drop(&mut self, conn: Arc<Conn>) {
+        self.conn = Some(conn);
     }
 }
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
+        if let Some(d) = self.conn.as_ref().and_then(|c| c.deadlines.as_ref()) {
+            d.idle();
+        }
         // hyper stops polling once `is_end_stream` says so: that is a clean end too.
         if let Kind::Upstream { body, held: Some(held) } = &mut self.kind {
             held.end(body.is_end_stream());

@@ -3,6 +3,7 @@
 use crate::Shared;
 use crate::body::{ProxyBody, TooLarge, UpstreamBody};
 use crate::config::Protocol;
+use crate::deadline::Deadlines;
 use crate::error::ProxyError;
 use crate::metrics::Outcome;
 use crate::policy::Admitted;
@@ -11,7 +12,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use spillway_tower::http::is_grpc;
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// What a streamed response holds until its last frame: the request's admission (permits,
 /// bulkhead slot) and the upstream connection, which goes back to the pool only after a
@@ -33,65 +36,80 @@ impl Held {
     }
 }
 
-/// Hop-by-hop fields, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::TRAILER,
-];
+/// Hop-by-hop fields, never forwarded (RFC 9110 §7.6.1), each with its bit; `te` is kept when
+/// it says `trailers`, which gRPC needs end to end.
+const HOP_BY_HOP: [&str; 7] =
+    ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "trailer", "te"];
+const TE: u8 = 1 << 6;
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names finds which are present; most messages carry at most
-    // `Connection`, so the removals below are one or two lookups, not eight.
-    let (mut seen, mut te) = (0u8, false);
+    // One pass over the names, comparing strings (a length switch, no hashing), finds which are
+    // present; most messages carry at most `Connection`, so what follows is one or two removals.
+    let mut seen = 0u8;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name.as_str()) {
             seen |= 1 << i;
         }
-        te |= name == header::TE;
     }
-    if seen != 0 {
+    if seen == 0 {
+        return;
+    }
+    if seen & 1 != 0
+        && let Some(conn) = headers.remove(header::CONNECTION)
+        && let Ok(conn) = conn.to_str()
+    {
         // Fields named by Connection are hop-by-hop too.
-        if let Some(conn) = headers.remove(header::CONNECTION)
-            && let Ok(conn) = conn.to_str()
-        {
-            for name in conn.split(',').map(str::trim) {
-                if !name.eq_ignore_ascii_case("keep-alive")
-                    && !name.eq_ignore_ascii_case("close")
-                    && !name.is_empty()
-                {
-                    headers.remove(name);
-                }
-            }
-        }
-        for (i, name) in HOP_BY_HOP.iter().enumerate().skip(1) {
-            if seen & (1 << i) != 0 {
+        for name in conn.split(',').map(str::trim) {
+            if !name.is_empty()
+                && !name.eq_ignore_ascii_case("keep-alive")
+                && !name.eq_ignore_ascii_case("close")
+            {
                 headers.remove(name);
             }
         }
     }
-    // `TE: trailers` is what gRPC needs end to end; any other TE is hop-by-hop.
-    if te && headers.get(header::TE).is_some_and(|v| v != "trailers") {
-        headers.remove(header::TE);
+    for (i, name) in HOP_BY_HOP.iter().enumerate().skip(1) {
+        if seen & (1 << i) != 0 && (1 << i != TE || headers.get(header::TE).is_some_and(|v| v != "trailers"))
+        {
+            headers.remove(*name);
+        }
     }
 }
 
-/// Serves one request that arrived on listener `listener` of worker `worker` from `peer`.
+/// What each request needs from its client connection.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) worker: usize,
+    pub(crate) listener: usize,
+    pub(crate) peer: SocketAddr,
+    /// HTTP/1.1: the connection's swept deadlines. HTTP/2 streams use tokio's timers.
+    pub(crate) deadlines: Option<Arc<Deadlines>>,
+}
+
+/// Serves one request that arrived on `conn`.
 pub(crate) async fn handle(
-    shared: &Shared,
-    worker: usize,
-    listener: usize,
-    peer: SocketAddr,
+    conn: Arc<Conn>,
     req: Request<Incoming>,
-) -> Response<ProxyBody> {
+) -> Result<Response<ProxyBody>, Infallible> {
+    if let Some(d) = &conn.deadlines {
+        d.busy();
+    }
+    let mut resp = serve(&conn, req).await;
+    if conn.deadlines.is_some() {
+        // The next head's deadline starts when this response is done with.
+        resp.body_mut().on_drop(conn);
+    }
+    Ok(resp)
+}
+
+async fn serve(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
+    let (shared, worker, peer) = (&conn.shared, conn.worker, conn.peer);
     let grpc = is_grpc(&req);
     // A guard, not a clone of the Arc: no shared reference count touched per request.
     let state = shared.state.load();
     let (mut parts, body) = req.into_parts();
-    let Some(route) = state.route(listener, &parts) else {
+    let Some(route) = state.route(conn.listener, &parts) else {
         return ProxyError::NoRoute.response(grpc);
     };
     let metrics = &route.metrics;
@@ -102,7 +120,7 @@ pub(crate) async fn handle(
         metrics.outcome(Outcome::invalid);
         return ProxyError::BodyTooLarge(cap).response(grpc);
     }
-    let listener = &state.listeners[listener];
+    let listener = &state.listeners[conn.listener];
     let upstream = &route.upstream;
     let mut admitted =
         match route.policy.admit(&parts, peer, &listener.client_ip, upstream.breaker.as_ref(), metrics).await
@@ -137,11 +155,12 @@ pub(crate) async fn handle(
         }
     }
     let req = Request::from_parts(parts, UpstreamBody::new(body, cap));
-    let sent = tokio::time::timeout(route.config.timeout, upstream.send(worker, req)).await;
-    let result = match sent {
-        Ok(r) => r,
-        Err(_) => Err(ProxyError::UpstreamTimeout),
+    let send = upstream.send(worker, req);
+    let sent = match &conn.deadlines {
+        Some(d) => d.within(route.config.timeout, send).await,
+        None => tokio::time::timeout(route.config.timeout, send).await.map_err(drop),
     };
+    let result = sent.unwrap_or(Err(ProxyError::UpstreamTimeout));
     match result {
         Ok((resp, pooled)) => {
             let status = resp.status();
@@ -214,4 +233,32 @@ fn absolute(uri: &Uri, headers: &HeaderMap, fallback: SocketAddr) -> Uri {
     p.path_and_query =
         uri.path_and_query().cloned().or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
     Uri::from_parts(p).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_are_stripped() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("te", "gzip"),
+            ("x-kept", "1"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["x-kept"]);
+
+        let mut grpc = HeaderMap::new();
+        grpc.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut grpc);
+        assert_eq!(grpc.get(header::TE).unwrap(), "trailers");
+    }
 }

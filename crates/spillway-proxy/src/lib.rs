@@ -24,6 +24,7 @@
 mod admin;
 mod body;
 pub mod config;
+mod deadline;
 mod error;
 mod forward;
 mod metrics;

@@ -4,10 +4,13 @@
 
 use crate::Shared;
 use crate::config::ListenerConfig;
+use crate::deadline::{Guarded, Sweeper};
+use crate::forward::Conn;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,11 +63,14 @@ pub(crate) fn run_worker(
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let graceful = Arc::new(GracefulShutdown::new());
+        let sweeper = Arc::new(Sweeper::default());
+        tokio::spawn(sweeper.clone().run());
         let mut loops = tokio::task::JoinSet::new();
         for (index, (socket, config, tls)) in sockets.into_iter().enumerate() {
             let listener = tokio::net::TcpListener::from_std(socket)?;
             let builders = Builders::new(&config);
-            let (shared, graceful, mut stop) = (shared.clone(), graceful.clone(), stop.clone());
+            let (shared, graceful, sweeper, mut stop) =
+                (shared.clone(), graceful.clone(), sweeper.clone(), stop.clone());
             loops.spawn(async move {
                 loop {
                     let (stream, peer) = tokio::select! {
@@ -80,16 +86,10 @@ pub(crate) fn run_worker(
                         () = stopped(&mut stop) => break,
                     };
                     let _ = stream.set_nodelay(true);
-                    let shared = shared.clone();
-                    let svc = service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move {
-                            Ok::<_, Infallible>(
-                                crate::forward::handle(&shared, worker, index, peer, req).await,
-                            )
-                        }
-                    });
-                    let (builders, watcher) = (builders.clone(), graceful.watcher());
+                    let conn =
+                        Conn { shared: shared.clone(), worker, listener: index, peer, deadlines: None };
+                    let (builders, watcher, sweeper) =
+                        (builders.clone(), graceful.watcher(), sweeper.clone());
                     let (tls, handshake) = (tls.clone(), config.header_read_timeout);
                     tokio::spawn(async move {
                         // The protocol: ALPN under TLS; on plain TCP, the HTTP/2 preface or not.
@@ -101,14 +101,16 @@ pub(crate) fn run_worker(
                                     return;
                                 };
                                 let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                                return builders.serve(TokioIo::new(stream), svc, h2, watcher).await;
+                                return builders
+                                    .serve(TokioIo::new(stream), h2, conn, &sweeper, watcher)
+                                    .await;
                             }
                             None => match tokio::time::timeout(handshake, is_h2_preface(&stream)).await {
                                 Ok(Ok(h2)) => h2,
                                 _ => return,
                             },
                         };
-                        builders.serve(TokioIo::new(stream), svc, h2, watcher).await;
+                        builders.serve(TokioIo::new(stream), h2, conn, &sweeper, watcher).await;
                     });
                 }
             });
@@ -147,16 +149,15 @@ async fn is_h2_preface(stream: &tokio::net::TcpStream) -> io::Result<bool> {
 struct Builders {
     h1: hyper::server::conn::http1::Builder,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    /// HTTP/1.1's header read timeout, kept by the worker's sweeper (see `deadline`) rather
+    /// than by hyper, which would arm a timer per request.
+    head_timeout: Duration,
 }
 
 impl Builders {
     fn new(c: &ListenerConfig) -> Self {
         let mut h1 = hyper::server::conn::http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .header_read_timeout((!c.header_read_timeout.is_zero()).then_some(c.header_read_timeout))
-            .max_buf_size(c.max_header_bytes.max(8192))
-            .keep_alive(true)
-            .writev(false);
+        h1.max_buf_size(c.max_header_bytes.max(8192)).keep_alive(true).writev(false);
         // hyper's default is 100 headers, parsed into a stack array; any explicit limit makes
         // it allocate and fill a vector of that size per request, so set it only when it differs.
         if c.max_headers != 100 {
@@ -171,22 +172,35 @@ impl Builders {
             .max_header_list_size(c.max_header_bytes as u32)
             .keep_alive_interval(Some(c.idle_timeout))
             .keep_alive_timeout(Duration::from_secs(20));
-        Self { h1, h2 }
+        Self { h1, h2, head_timeout: c.header_read_timeout }
     }
 
-    async fn serve<I, S>(&self, io: I, svc: S, h2: bool, graceful: Watcher)
+    async fn serve<I>(&self, io: I, h2: bool, mut conn: Conn, sweeper: &Sweeper, graceful: Watcher)
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-        S: hyper::service::HttpService<hyper::body::Incoming, ResBody = crate::ProxyBody> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         if h2 {
+            let svc = service(Arc::new(conn));
             let _ = graceful.watch(self.h2.serve_connection(io, svc)).await;
         } else {
-            let _ = graceful.watch(self.h1.serve_connection(io, svc)).await;
+            let deadlines = sweeper.register(self.head_timeout);
+            conn.deadlines = Some(deadlines.clone());
+            let svc = service(Arc::new(conn));
+            let _ = Guarded::new(graceful.watch(self.h1.serve_connection(io, svc)), deadlines).await;
         }
     }
+}
+
+fn service(
+    conn: Arc<Conn>,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<crate::ProxyBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<http::Response<crate::ProxyBody>, Infallible>> + Send + 'static,
+> + Send
++ 'static {
+    service_fn(move |req| crate::forward::handle(conn.clone(), req))
 }
 
 impl std::fmt::Debug for Builders {

@@ -91,14 +91,17 @@ impl State {
 
     /// The first route of listener `listener` that matches the request.
     pub(crate) fn route(&self, listener: usize, parts: &Parts) -> Option<&Route> {
-        let host = parts
-            .uri
-            .host()
-            .or_else(|| parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
-            .map(strip_port);
+        // Looked up only for a route that names a host.
+        let host = || {
+            parts
+                .uri
+                .host()
+                .or_else(|| parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+                .map(strip_port)
+        };
         self.listeners[listener].routes.iter().map(|&i| &self.routes[i]).find(|r| {
             let c = &r.config;
-            c.host.as_deref().is_none_or(|want| host.is_some_and(|h| h.eq_ignore_ascii_case(want)))
+            c.host.as_deref().is_none_or(|want| host().is_some_and(|h| h.eq_ignore_ascii_case(want)))
                 && parts.uri.path().starts_with(c.path_prefix.as_str())
                 && (c.methods.is_empty() || c.methods.contains(&parts.method))
                 && c.headers.iter().all(|(name, value)| parts.headers.get(name) == Some(value))

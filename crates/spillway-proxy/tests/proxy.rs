@@ -182,6 +182,62 @@ async fn header_limits_answer_431() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_head_connections_close_at_the_header_timeout_busy_ones_do_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (up, _) = upstream().await;
+    let cfg = config("[[routes]]\nlistener = \"web\"\nupstream = \"app\"\n")
+        .replace("max_body_bytes = 1024", "max_body_bytes = 1024\nheader_read_timeout = \"300ms\"");
+    let proxy = proxy(&cfg, up);
+    let addr = proxy.listener_addr("web").unwrap();
+    // Reads until the proxy closes; returns what came and how long it took.
+    async fn until_closed(s: &mut tokio::net::TcpStream) -> (String, Duration) {
+        let started = tokio::time::Instant::now();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return (String::from_utf8_lossy(&got).into(), started.elapsed()),
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Err(_) => panic!("not closed within 5 s; got {:?}", String::from_utf8_lossy(&got)),
+            }
+        }
+    }
+
+    // A slow head (slowloris), one byte every 100 ms: closed at the timeout, nothing answered.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let drip = tokio::spawn(async move {
+        for b in b"GET / HTTP/1.1\r\nHost: t\r\nX-Drip: ".iter().cycle() {
+            if slow.write_all(&[*b]).await.is_err() {
+                return slow;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        unreachable!()
+    });
+    let mut slow = drip.await.unwrap();
+    let (got, took) = until_closed(&mut slow).await;
+    assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+
+    // A keep-alive connection: answered, then closed once idle past the timeout.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    let started = tokio::time::Instant::now();
+    let (got, _) = until_closed(&mut idle).await;
+    assert!(got.starts_with("HTTP/1.1 200") && got.ends_with("hello"), "{got}");
+    let idle_for = started.elapsed();
+    assert!(idle_for >= Duration::from_millis(250) && idle_for < Duration::from_secs(2), "{idle_for:?}");
+
+    // A request whose upstream takes 800 ms, far past the header timeout: answered in full.
+    let mut busy = tokio::net::TcpStream::connect(addr).await.unwrap();
+    busy.write_all(b"GET /x?delay=800 HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    let (got, took) = until_closed(&mut busy).await;
+    assert!(got.starts_with("HTTP/1.1 200") && got.ends_with("hello"), "{got}");
+    assert!(took >= Duration::from_millis(800), "{took:?}");
+    stop(proxy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_is_502_and_the_breaker_opens() {
     // A port with nothing listening.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();

@@ -1,0 +1,235 @@
+//! HTTP/1.1 connection deadlines, swept by one task per worker instead of a timer per request.
+//!
+//! hyper's header read timeout arms a boxed tokio timer for every request head, and a route
+//! timeout arms another for every upstream answer: each enters and leaves tokio's timer wheel,
+//! which cost about a tenth of the proxy's CPU per request. Here a connection carries two
+//! deadlines, in ticks of a per-worker coarse clock, set and cleared with plain stores; one task
+//! per worker advances the clock every [`TICK`] and sweeps the connections:
+//!
+//! - while a connection waits for a request head (idle keep-alive, or a slow head), past the
+//!   header read timeout it is closed ([`Guarded`]);
+//! - while a request waits for its upstream answer, past the route timeout it is woken to answer
+//!   504 ([`Deadlines::within`]).
+//!
+//! A deadline fires between its duration and its duration plus two ticks (20 ms) after it was
+//! set. HTTP/2 connections keep tokio's timers: their streams run on tasks of their own.
+
+use futures_util::task::AtomicWaker;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// The sweep interval and the resolution of every deadline here.
+pub(crate) const TICK: Duration = Duration::from_millis(10);
+
+const HEAD: u8 = 1;
+const ANSWER: u8 = 2;
+
+/// A worker's coarse clock and the connections whose deadlines it sweeps.
+#[derive(Debug, Default)]
+pub(crate) struct Sweeper {
+    /// Ticks since the worker started (from 1, so that 0 can mean "no deadline").
+    now: Arc<AtomicU64>,
+    /// Live connections, and those closed since the last sweep (dropped at the next one).
+    conns: Mutex<Vec<Weak<Deadlines>>>,
+}
+
+impl Sweeper {
+    /// Deadlines for a new connection, waiting for its first head for at most `head_timeout`
+    /// (zero: no limit).
+    pub(crate) fn register(&self, head_timeout: Duration) -> Arc<Deadlines> {
+        let d = Arc::new(Deadlines {
+            now: self.now.clone(),
+            head_ticks: if head_timeout.is_zero() { 0 } else { ticks(head_timeout) },
+            head_by: AtomicU64::new(0),
+            answer_by: AtomicU64::new(0),
+            expired: AtomicU8::new(0),
+            waker: AtomicWaker::new(),
+        });
+        d.idle();
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&d));
+        d
+    }
+
+    /// Advances the clock and sweeps, every tick, for ever (the worker's runtime ends it).
+    pub(crate) async fn run(self: Arc<Self>) {
+        let start = tokio::time::Instant::now();
+        let mut every = tokio::time::interval(TICK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            every.tick().await;
+            let now = 1 + (start.elapsed().as_millis() / TICK.as_millis()) as u64;
+            self.now.store(now, Relaxed);
+            self.sweep(now);
+        }
+    }
+
+    fn sweep(&self, now: u64) {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).retain(|w| match w.upgrade() {
+            Some(d) => {
+                d.check(now);
+                true
+            }
+            None => false,
+        });
+    }
+}
+
+/// Whole ticks covering `d`, plus one for the clock's staleness.
+fn ticks(d: Duration) -> u64 {
+    (d.as_nanos().div_ceil(TICK.as_nanos()) as u64).saturating_add(1)
+}
+
+/// One HTTP/1.1 connection's deadlines. Its requests run one at a time, on its task.
+#[derive(Debug)]
+pub(crate) struct Deadlines {
+    now: Arc<AtomicU64>,
+    head_ticks: u64,
+    /// Tick by which the next request head must have arrived; 0 while a request is in flight.
+    head_by: AtomicU64,
+    /// Tick by which the upstream must have answered; 0 when not waiting for one.
+    answer_by: AtomicU64,
+    /// Bits the sweeper set (`HEAD`, `ANSWER`); checked against the deadline again when read.
+    expired: AtomicU8,
+    /// The connection's task.
+    waker: AtomicWaker,
+}
+
+impl Deadlines {
+    /// A request head arrived: no head deadline until its response has gone.
+    pub(crate) fn busy(&self) {
+        self.head_by.store(0, Relaxed);
+    }
+
+    /// The response has gone (or the connection is new): the next head is due within the
+    /// header read timeout.
+    pub(crate) fn idle(&self) {
+        if self.head_ticks != 0 {
+            self.head_by.store(self.now.load(Relaxed).max(1) + self.head_ticks, Relaxed);
+        }
+    }
+
+    fn check(&self, now: u64) {
+        let due = |by: &AtomicU64| matches!(by.load(Relaxed), by if by != 0 && now >= by);
+        let fired = if due(&self.head_by) { HEAD } else { 0 } | if due(&self.answer_by) { ANSWER } else { 0 };
+        if fired != 0 {
+            self.expired.fetch_or(fired, Relaxed);
+            self.waker.wake();
+        }
+    }
+
+    /// Whether deadline `bit` fired and still holds (it may have been cleared since).
+    fn expired(&self, bit: u8, by: &AtomicU64) -> bool {
+        if self.expired.load(Relaxed) & bit == 0 {
+            return false;
+        }
+        let by = by.load(Relaxed);
+        if by != 0 && self.now.load(Relaxed) >= by {
+            return true;
+        }
+        self.expired.fetch_and(!bit, Relaxed);
+        false
+    }
+
+    /// Runs `f` for at most `limit` (then `Err(())`). Polled on the connection's task, which
+    /// the sweeper wakes.
+    pub(crate) async fn within<F: Future>(&self, limit: Duration, f: F) -> Result<F::Output, ()> {
+        struct Clear<'a>(&'a AtomicU64);
+        impl Drop for Clear<'_> {
+            fn drop(&mut self) {
+                self.0.store(0, Relaxed);
+            }
+        }
+        self.answer_by.store(self.now.load(Relaxed).max(1) + ticks(limit), Relaxed);
+        let _clear = Clear(&self.answer_by);
+        let mut f = std::pin::pin!(f);
+        std::future::poll_fn(|cx| match f.as_mut().poll(cx) {
+            Poll::Ready(out) => Poll::Ready(Ok(out)),
+            Poll::Pending if self.expired(ANSWER, &self.answer_by) => Poll::Ready(Err(())),
+            Poll::Pending => Poll::Pending,
+        })
+        .await
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An HTTP/1.1 connection that ends when its head deadline passes.
+    pub(crate) struct Guarded<F> {
+        #[pin]
+        conn: F,
+        deadlines: Arc<Deadlines>,
+        registered: bool,
+    }
+}
+
+impl<F> Guarded<F> {
+    pub(crate) fn new(conn: F, deadlines: Arc<Deadlines>) -> Self {
+        Self { conn, deadlines, registered: false }
+    }
+}
+
+impl<F: Future> Future for Guarded<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let d = &**this.deadlines;
+        // A spawned connection is always polled by its own task: its waker never changes.
+        if !*this.registered {
+            d.waker.register(cx.waker());
+            *this.registered = true;
+        }
+        if d.expired(HEAD, &d.head_by) {
+            tracing::debug!("request head not received within the header read timeout");
+            return Poll::Ready(None);
+        }
+        this.conn.poll(cx).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_closes_and_a_slow_answer_times_out() {
+        let sweeper = Arc::new(Sweeper::default());
+        tokio::spawn(sweeper.clone().run());
+        let d = sweeper.register(Duration::from_millis(100));
+
+        // Busy: no head deadline; the answer deadline fires after 50 ms.
+        d.busy();
+        let started = tokio::time::Instant::now();
+        // (On the connection's task, whose waker `Guarded` gives the sweeper.)
+        let slow = Guarded::new(d.within(Duration::from_millis(50), std::future::pending::<()>()), d.clone());
+        assert_eq!(slow.await, Some(Err(())));
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(50) && took <= Duration::from_millis(50) + 2 * TICK,
+            "{took:?}"
+        );
+        assert_eq!(d.within(Duration::from_millis(50), async { 7 }).await, Ok(7));
+
+        // Idle: the connection is closed 100 ms (+ up to two ticks) later.
+        d.idle();
+        let started = tokio::time::Instant::now();
+        let conn = Guarded::new(std::future::pending::<()>(), d.clone());
+        assert_eq!(conn.await, None);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(100) && took <= Duration::from_millis(100) + 2 * TICK,
+            "{took:?}"
+        );
+
+        // A busy connection is left alone however long its request takes.
+        d.busy();
+        let busy = Guarded::new(tokio::time::sleep(Duration::from_secs(1)), d.clone());
+        assert_eq!(busy.await, Some(()));
+        drop(d);
+        tokio::time::sleep(TICK * 2).await;
+        assert!(sweeper.conns.lock().unwrap().is_empty(), "closed connections leave the sweep");
+    }
+}
