@@ -246,7 +246,7 @@ impl Policy {
                 .shed
                 .as_ref()
                 .map(|_| spillway::shed::ceiling(limiter.limit(), class.default_share(), class));
-            let queued = limiter.clock().now();
+            let mut waited = 0;
             let permit: Result<Option<OwnedPermit<ProxyClock>>, (Rejected, Option<Criticality>)> =
                 match shed_ceiling {
                     // Below the top class, a request is admitted only under its class's ceiling and
@@ -254,16 +254,36 @@ impl Policy {
                     Some(c) if class < Criticality::Critical => {
                         limiter.try_acquire_within_owned(c).map(Some).map_err(|r| (r, Some(class)))
                     }
-                    _ => match limit {
-                        Limit::Static(l) => l.acquire_within_owned(config.queue_timeout).await.map(Some),
-                        Limit::Adaptive(a) => a.admit_within(config.queue_timeout).await.map(|adm| {
-                            admitted.adaptive = Some((self.clone(), adm));
-                            None
-                        }),
+                    _ => {
+                        let free = match limit {
+                            Limit::Static(l) => l.try_take_owned().map(|p| (Some(p), None)),
+                            Limit::Adaptive(a) => a.try_take().map(|adm| (None, Some(adm))),
+                        };
+                        match free {
+                            Some(taken) => Ok(taken),
+                            None => {
+                                let queued = limiter.clock().now();
+                                // Boxed: the waiting future (queue node, timer) is large, and the
+                                // free path above should not carry its size in every request.
+                                let taken = match limit {
+                                    Limit::Static(l) => Box::pin(l.acquire_within_owned(config.queue_timeout))
+                                        .await
+                                        .map(|p| (Some(p), None)),
+                                    Limit::Adaptive(a) => Box::pin(a.admit_within(config.queue_timeout))
+                                        .await
+                                        .map(|adm| (None, Some(adm))),
+                                };
+                                waited = limiter.clock().now().saturating_sub(queued);
+                                taken
+                            }
+                        }
+                        .map(|(permit, adm)| {
+                            admitted.adaptive = adm.map(|adm| (self.clone(), adm));
+                            permit
+                        })
+                        .map_err(|r| (r, None))
                     }
-                    .map_err(|r| (r, None)),
                 };
-            let waited = limiter.clock().now().saturating_sub(queued);
             match permit {
                 Ok(p) => {
                     metrics.queue_wait.observe(waited as f64 / 1e9);

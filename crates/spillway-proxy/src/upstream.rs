@@ -97,7 +97,12 @@ impl Upstream {
         mut req: Request<UpstreamBody>,
     ) -> Result<(Response<Incoming>, Option<Pooled>), ProxyError> {
         if self.config.protocol == Protocol::H2c {
-            let mut sender = self.h2(worker).await?;
+            let mut sender = match self.h2_open(worker) {
+                Some(s) => s,
+                // Boxed, like every connect below: a rare path whose large future should not
+                // be carried by every request.
+                None => Box::pin(self.connect_h2(worker)).await?,
+            };
             return sender.send_request(req).await.map(|r| (r, None)).map_err(ProxyError::Upstream);
         }
         // A pooled connection may have been closed by the upstream while idle; a request it
@@ -105,7 +110,7 @@ impl Upstream {
         for attempt in 0..2 {
             let (mut sender, reused) = match self.checkout(worker).await {
                 Some(s) if attempt == 0 => (s, true),
-                _ => (self.connect_h1().await?, false),
+                _ => (Box::pin(self.connect_h1()).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, Some(Pooled { upstream: self.clone(), worker, sender }))),
@@ -129,12 +134,12 @@ impl Upstream {
         }
     }
 
-    async fn h2(&self, worker: usize) -> Result<http2::SendRequest<UpstreamBody>, ProxyError> {
-        if let Some(s) = self.idle[worker].lock().unwrap_or_else(|e| e.into_inner()).h2.as_ref()
-            && !s.is_closed()
-        {
-            return Ok(s.clone());
-        }
+    fn h2_open(&self, worker: usize) -> Option<http2::SendRequest<UpstreamBody>> {
+        let idle = self.idle[worker].lock().unwrap_or_else(|e| e.into_inner());
+        idle.h2.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    async fn connect_h2(&self, worker: usize) -> Result<http2::SendRequest<UpstreamBody>, ProxyError> {
         let (io, guard) = self.dial().await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())

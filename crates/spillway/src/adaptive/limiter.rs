@@ -69,6 +69,25 @@ impl<A: LimitAlgorithm, C: Clock> AdaptiveLimiter<A, C> {
         Ok(Admission { permit, in_flight: self.limiter.in_flight(), start: self.clock.now_precise() })
     }
 
+    /// [`try_admit`](Self::try_admit) for callers that fall back to
+    /// [`admit_within`](Self::admit_within) when it fails: `None` instead of a [`Rejected`], so
+    /// no rejection is counted.
+    ///
+    /// ```
+    /// use spillway::adaptive::{AdaptiveLimiter, Vegas};
+    /// use spillway::limit::ConcurrencyLimiter;
+    ///
+    /// let limiter = AdaptiveLimiter::new(Vegas::default(), ConcurrencyLimiter::new(1));
+    /// let call = limiter.try_take().unwrap();
+    /// assert!(limiter.try_take().is_none());
+    /// assert_eq!(limiter.limiter().stats().rejected_at_capacity, 0);
+    /// limiter.finish(call, Some(false));
+    /// ```
+    pub fn try_take(&self) -> Option<Admission<C>> {
+        let permit = self.limiter.try_take_owned()?;
+        Some(Admission { permit, in_flight: self.limiter.in_flight(), start: self.clock.now_precise() })
+    }
+
     /// [`try_admit`](Self::try_admit), waiting in the limiter's queue (if it has one) for at
     /// most `remaining`: for callers that keep the admission in a response body.
     #[cfg(all(feature = "async", not(loom)))]
