@@ -88,7 +88,8 @@ pub struct PublishSnapshot {
 #[derive(Debug)]
 pub(crate) struct PublishStats {
     name: String,
-    buffered: AtomicU64,
+    /// Messages the task has taken from the buffer (`published_total - taken` are buffered).
+    taken: AtomicU64,
     unconfirmed: AtomicU64,
     peak_unconfirmed: AtomicU64,
     published_total: AtomicU64,
@@ -106,7 +107,11 @@ impl PublishStats {
 
     pub(crate) fn snapshot(&self) -> PublishSnapshot {
         PublishSnapshot {
-            buffered: self.buffered.load(Ordering::Relaxed),
+            // Published read before taken: a stale pair reads low, never high.
+            buffered: {
+                let published = self.published_total.load(Ordering::Acquire);
+                published.saturating_sub(self.taken.load(Ordering::Acquire))
+            },
             unconfirmed: self.unconfirmed.load(Ordering::Relaxed),
             peak_unconfirmed: self.peak_unconfirmed.load(Ordering::Relaxed),
             published_total: self.published_total.load(Ordering::Acquire),
@@ -202,7 +207,7 @@ impl Publisher {
         let (tx, rx) = channel(config.buffer, OverflowPolicy::Wait(None));
         let stats = Arc::new(PublishStats {
             name: config.name,
-            buffered: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
             unconfirmed: AtomicU64::new(0),
             peak_unconfirmed: AtomicU64::new(0),
             published_total: AtomicU64::new(0),
@@ -218,34 +223,33 @@ impl Publisher {
 
     /// Puts `payload` in the buffer, waiting while the buffer is full.
     pub async fn publish(&self, payload: Bytes) -> Result<(), PublishError> {
-        // Counted before the send so that the driver never sees a message it could not count.
-        self.stats.buffered.fetch_add(1, Ordering::Relaxed);
-        self.stats.published_total.fetch_add(1, Ordering::Release);
         match self.tx.send(payload).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(PublishError::Closed(self.uncount(e))),
+            Ok(_) => {
+                self.accepted();
+                Ok(())
+            }
+            Err(e) => Err(PublishError::Closed(e.into_inner())),
         }
     }
 
     /// Puts `payload` in the buffer if there is room; hands it back otherwise.
     pub fn try_publish(&self, payload: Bytes) -> Result<(), PublishError> {
-        self.stats.buffered.fetch_add(1, Ordering::Relaxed);
-        self.stats.published_total.fetch_add(1, Ordering::Release);
         match self.tx.try_send(payload) {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.accepted();
+                Ok(())
+            }
             Err(SendError::Full(b)) => {
                 self.stats.rejected_total.fetch_add(1, Ordering::Relaxed);
-                Err(PublishError::Full(self.uncount(SendError::Full(b))))
+                Err(PublishError::Full(b))
             }
-            Err(e) => Err(PublishError::Closed(self.uncount(e))),
+            Err(e) => Err(PublishError::Closed(e.into_inner())),
         }
     }
 
-    fn uncount(&self, e: SendError<Bytes>) -> Bytes {
-        self.stats.buffered.fetch_sub(1, Ordering::Relaxed);
-        self.stats.published_total.fetch_sub(1, Ordering::Release);
-        self.stats.settled.notify_waiters();
-        e.into_inner()
+    /// Counted after the send (the task may take it first: `buffered` saturates at 0 then).
+    fn accepted(&self) {
+        self.stats.published_total.fetch_add(1, Ordering::Release);
     }
 
     /// Waits until every message accepted so far is confirmed or failed (or the task ended).
@@ -298,8 +302,14 @@ where
     let window = ConcurrencyLimiter::builder_with_clock(max_unconfirmed, MonotonicClock::new()).queue(1).build();
     let mut confirms = JoinSet::new();
     let mut result = Ok(());
-    while let Some(payload) = rx.recv().await {
-        stats.buffered.fetch_sub(1, Ordering::Relaxed);
+    loop {
+        // Counted as taken before the receive, so that `buffered` never reads above the
+        // capacity (it may read one below while the receive completes).
+        stats.taken.fetch_add(1, Ordering::Release);
+        let Some(payload) = rx.recv().await else {
+            stats.taken.fetch_sub(1, Ordering::Release);
+            break;
+        };
         let permit = loop {
             match window.acquire_owned().await {
                 Ok(p) => break p,
@@ -314,8 +324,10 @@ where
                 let stats = stats.clone();
                 confirms.spawn(async move {
                     let acked = matches!(confirm.await, Ok(true));
-                    drop(permit);
+                    // Uncounted before the window slot is given back, so the count never
+                    // exceeds the window.
                     stats.settle(acked);
+                    drop(permit);
                 });
             }
             Err(e) => {
@@ -328,8 +340,9 @@ where
     // Messages still buffered after a failure are lost with the task: count them.
     drop(rx);
     while confirms.join_next().await.is_some() {}
-    let left = stats.buffered.swap(0, Ordering::Relaxed);
+    let left = stats.snapshot().buffered;
     if left > 0 {
+        stats.taken.fetch_add(left, Ordering::Release);
         stats.failed_total.fetch_add(left, Ordering::Release);
     }
     result
@@ -348,8 +361,9 @@ mod tests {
             let g = g.clone();
             async move { Ok(async move { g.acquire().await.map(|p| p.forget()).is_ok().then_some(true).ok_or(Error::closed("test")) }) }
         });
-        // One goes out (unconfirmed), two wait in the buffer, the fourth is refused.
-        for i in 0..3u8 {
+        // One goes out (unconfirmed), one waits in the task for the window, two wait in the
+        // buffer; the fifth is refused.
+        for i in 0..4u8 {
             p.publish(Bytes::from(vec![i])).await.unwrap();
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -357,11 +371,11 @@ mod tests {
         assert!(matches!(back, PublishError::Full(_)));
         assert_eq!(back.into_inner(), Bytes::from_static(b"x"));
         let s = p.snapshot();
-        assert_eq!((s.unconfirmed, s.buffered, s.rejected_total, s.published_total), (1, 2, 1, 3));
-        gate.add_permits(3);
+        assert_eq!((s.unconfirmed, s.buffered, s.rejected_total, s.published_total), (1, 2, 1, 4));
+        gate.add_permits(4);
         p.flush().await;
         let s = p.snapshot();
-        assert_eq!((s.confirmed_total, s.unconfirmed, s.buffered, s.peak_unconfirmed), (3, 0, 0, 1));
+        assert_eq!((s.confirmed_total, s.unconfirmed, s.buffered, s.peak_unconfirmed), (4, 0, 0, 1));
         drop(p);
         task.await.unwrap().unwrap();
     }
