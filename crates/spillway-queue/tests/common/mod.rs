@@ -81,7 +81,7 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         // The broker and its helpers (erl, epmd, beam) share the process group we gave it.
-        let _ = Command::new("kill").arg("-KILL").arg(format!("-{}", self.child.id())).status();
+        let _ = Command::new("kill").args(["-s", "KILL", "--", &format!("-{}", self.child.id())]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
