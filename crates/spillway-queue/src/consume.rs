@@ -20,7 +20,11 @@ pub(crate) trait Delivery: Send + 'static {
 /// Runs `fetch` (which pushes fetched messages into the sender it is given, calling
 /// [`FlowControl::ready`] before each pull) and the dispatcher side by side, until either fails
 /// or the fetcher ends and everything fetched is finished.
-pub(crate) async fn run<D, FF, H, F, E>(flow: &FlowControl, fetch: impl FnOnce(Sender<(D, Fetched)>) -> FF, handler: H) -> Result<(), Error>
+pub(crate) async fn run<D, FF, H, F, E>(
+    flow: &FlowControl,
+    fetch: impl FnOnce(Sender<(D, Fetched)>) -> FF,
+    handler: H,
+) -> Result<(), Error>
 where
     D: Delivery,
     FF: Future<Output = Result<(), Error>>,
@@ -33,7 +37,11 @@ where
     dispatched.and(fetched)
 }
 
-async fn dispatch<D, H, F, E>(flow: &FlowControl, rx: Receiver<(D, Fetched)>, handler: Arc<H>) -> Result<(), Error>
+async fn dispatch<D, H, F, E>(
+    flow: &FlowControl,
+    rx: Receiver<(D, Fetched)>,
+    handler: Arc<H>,
+) -> Result<(), Error>
 where
     D: Delivery,
     H: Fn(Message) -> F + Send + Sync + 'static,
@@ -105,7 +113,9 @@ mod tests {
                 // A "batch" of 8.
                 for _ in 0..8 {
                     let fetched = f2.on_fetched(4);
-                    tx.send((Mem { id, log: l2.clone() }, fetched)).await.map_err(|_| Error::closed("buffer"))?;
+                    tx.send((Mem { id, log: l2.clone() }, fetched))
+                        .await
+                        .map_err(|_| Error::closed("buffer"))?;
                     id += 1;
                 }
             }
@@ -114,7 +124,11 @@ mod tests {
         run(&flow, fetch, |m: Message| async move {
             tokio::time::sleep(Duration::from_millis(1)).await;
             // Every 50th message fails once.
-            if u32::from_be_bytes(m.payload[..4].try_into().unwrap()) % 50 == 7 { Err("boom") } else { Ok(()) }
+            if u32::from_be_bytes(m.payload[..4].try_into().unwrap()) % 50 == 7 {
+                Err("boom")
+            } else {
+                Ok(())
+            }
         })
         .await
         .unwrap();

@@ -445,7 +445,10 @@ mod tests {
     #[test]
     fn wait_time_pauses_when_the_head_waits_too_long() {
         rt().block_on(async {
-            let flow = FlowControl::builder("t").limit(1).pause_on(PauseOn::WaitTime(Duration::from_millis(20))).build();
+            let flow = FlowControl::builder("t")
+                .limit(1)
+                .pause_on(PauseOn::WaitTime(Duration::from_millis(20)))
+                .build();
             let first = flow.admit(flow.on_fetched(1)).await;
             let f2 = flow.clone();
             let second = tokio::spawn(async move { f2.admit(f2.on_fetched(1)).await });
@@ -458,7 +461,10 @@ mod tests {
             assert!(!flow.check_paused());
             second.failure();
             let s = flow.snapshot();
-            assert_eq!((s.processed_total, s.failed_total, s.pauses_total, s.resumes_total, s.lag), (1, 1, 1, 1, 0));
+            assert_eq!(
+                (s.processed_total, s.failed_total, s.pauses_total, s.resumes_total, s.lag),
+                (1, 1, 1, 1, 0)
+            );
         });
     }
 

@@ -61,13 +61,25 @@ pub struct ConsumerSnapshot {
     pub wait_time: Duration,
 }
 
-fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, labels: &[(&str, &str)], v: u64) -> std::fmt::Result {
+fn counter(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    labels: &[(&str, &str)],
+    v: u64,
+) -> std::fmt::Result {
     let c = ConstCounter::new(v);
     let mut m = e.encode_descriptor(name, help, None, c.metric_type())?;
     c.encode(m.encode_family(&labels)?)
 }
 
-fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, labels: &[(&str, &str)], v: u64) -> std::fmt::Result {
+fn gauge(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    labels: &[(&str, &str)],
+    v: u64,
+) -> std::fmt::Result {
     let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
     let mut m = e.encode_descriptor(name, help, None, g.metric_type())?;
     g.encode(m.encode_family(&labels)?)
@@ -89,7 +101,13 @@ impl Collector for ConsumerCollector {
         counter(&mut e, "spillway_queue_processed", "Messages handled and acked", l, s.processed_total)?;
         counter(&mut e, "spillway_queue_failed", "Messages whose handler or ack failed", l, s.failed_total)?;
         gauge(&mut e, "spillway_queue_lag", "Messages fetched and not yet finished", l, s.lag)?;
-        gauge(&mut e, "spillway_queue_lag_bytes", "Payload bytes fetched and not yet finished", l, s.lag_bytes)?;
+        gauge(
+            &mut e,
+            "spillway_queue_lag_bytes",
+            "Payload bytes fetched and not yet finished",
+            l,
+            s.lag_bytes,
+        )?;
         let wait = ConstGauge::new(s.wait_time.as_secs_f64());
         let mut m = e.encode_descriptor(
             "spillway_queue_wait_seconds",
@@ -128,12 +146,48 @@ impl Collector for PublisherCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
         let s = self.0.snapshot();
         let l: &[(&str, &str)] = &[("publisher", self.0.name())];
-        gauge(&mut e, "spillway_queue_publish_buffered", "Messages waiting in the publish buffer", l, s.buffered)?;
-        gauge(&mut e, "spillway_queue_publish_unconfirmed", "Messages sent and not yet confirmed", l, s.unconfirmed)?;
-        counter(&mut e, "spillway_queue_published", "Messages accepted into the publish buffer", l, s.published_total)?;
-        counter(&mut e, "spillway_queue_publish_confirmed", "Messages the broker confirmed", l, s.confirmed_total)?;
-        counter(&mut e, "spillway_queue_publish_failed", "Messages refused (nack) or lost", l, s.failed_total)?;
-        counter(&mut e, "spillway_queue_publish_rejected", "try_publish calls refused: buffer full", l, s.rejected_total)
+        gauge(
+            &mut e,
+            "spillway_queue_publish_buffered",
+            "Messages waiting in the publish buffer",
+            l,
+            s.buffered,
+        )?;
+        gauge(
+            &mut e,
+            "spillway_queue_publish_unconfirmed",
+            "Messages sent and not yet confirmed",
+            l,
+            s.unconfirmed,
+        )?;
+        counter(
+            &mut e,
+            "spillway_queue_published",
+            "Messages accepted into the publish buffer",
+            l,
+            s.published_total,
+        )?;
+        counter(
+            &mut e,
+            "spillway_queue_publish_confirmed",
+            "Messages the broker confirmed",
+            l,
+            s.confirmed_total,
+        )?;
+        counter(
+            &mut e,
+            "spillway_queue_publish_failed",
+            "Messages refused (nack) or lost",
+            l,
+            s.failed_total,
+        )?;
+        counter(
+            &mut e,
+            "spillway_queue_publish_rejected",
+            "try_publish calls refused: buffer full",
+            l,
+            s.rejected_total,
+        )
     }
 }
 

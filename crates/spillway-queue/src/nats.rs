@@ -60,7 +60,12 @@ impl Default for NatsOptions {
     /// Batches of 32, `max_ack_pending` = local buffer + limit + batch, `ack_wait` 30 s, pull
     /// requests that expire after 1 s when the stream is idle.
     fn default() -> Self {
-        Self { batch: 32, max_ack_pending: None, ack_wait: Duration::from_secs(30), expires: Duration::from_secs(1) }
+        Self {
+            batch: 32,
+            max_ack_pending: None,
+            ack_wait: Duration::from_secs(30),
+            expires: Duration::from_secs(1),
+        }
     }
 }
 
@@ -101,10 +106,14 @@ pub struct NatsConsumer {
 impl NatsConsumer {
     /// Creates (or binds to) the durable pull consumer `durable` on `stream` with an explicit ack
     /// policy, `ack_wait` and `max_ack_pending` from `options`.
-    pub async fn create(stream: &jetstream::stream::Stream, durable: &str, flow: FlowControl, options: NatsOptions) -> Result<Self, Error> {
-        let max_ack_pending = options
-            .max_ack_pending
-            .unwrap_or((flow.buffer() + flow.snapshot().limit + options.batch) as i64);
+    pub async fn create(
+        stream: &jetstream::stream::Stream,
+        durable: &str,
+        flow: FlowControl,
+        options: NatsOptions,
+    ) -> Result<Self, Error> {
+        let max_ack_pending =
+            options.max_ack_pending.unwrap_or((flow.buffer() + flow.snapshot().limit + options.batch) as i64);
         let config = pull::Config {
             durable_name: Some(durable.to_owned()),
             ack_policy: AckPolicy::Explicit,
@@ -112,7 +121,10 @@ impl NatsConsumer {
             max_ack_pending,
             ..Default::default()
         };
-        let consumer = stream.get_or_create_consumer(durable, config).await.map_err(|e| Error::broker("nats: create consumer", e))?;
+        let consumer = stream
+            .get_or_create_consumer(durable, config)
+            .await
+            .map_err(|e| Error::broker("nats: create consumer", e))?;
         Ok(Self { consumer, flow, options })
     }
 
@@ -182,14 +194,21 @@ pub struct NatsPublisher;
 impl NatsPublisher {
     /// Starts a publisher to `subject`: each message is published and its JetStream ack awaited,
     /// with at most `config`'s `max_unconfirmed` acks outstanding.
-    pub fn spawn(js: jetstream::Context, subject: impl Into<String>, config: PublishConfig) -> (Publisher, tokio::task::JoinHandle<Result<(), Error>>) {
+    pub fn spawn(
+        js: jetstream::Context,
+        subject: impl Into<String>,
+        config: PublishConfig,
+    ) -> (Publisher, tokio::task::JoinHandle<Result<(), Error>>) {
         let subject: async_nats::Subject = subject.into().into();
         Publisher::spawn(config, move |payload: Bytes| {
             let js = js.clone();
             let subject = subject.clone();
             async move {
-                let ack = js.publish(subject, payload).await.map_err(|e| Error::broker("nats: publish", e))?;
-                Ok(async move { ack.into_future().await.map(|_| true).map_err(|e| Error::broker("nats: publish ack", e)) })
+                let ack =
+                    js.publish(subject, payload).await.map_err(|e| Error::broker("nats: publish", e))?;
+                Ok(async move {
+                    ack.into_future().await.map(|_| true).map_err(|e| Error::broker("nats: publish ack", e))
+                })
             }
         })
     }

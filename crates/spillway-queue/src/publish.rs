@@ -198,7 +198,10 @@ impl Publisher {
     /// the message and returns a future of its confirm (`Ok(true)` acked, `Ok(false)` nacked).
     /// The task ends with the first send error, or when every [`Publisher`] handle is dropped and
     /// the buffer is drained and confirmed.
-    pub fn spawn<S, SF, C>(config: PublishConfig, send: S) -> (Self, tokio::task::JoinHandle<Result<(), Error>>)
+    pub fn spawn<S, SF, C>(
+        config: PublishConfig,
+        send: S,
+    ) -> (Self, tokio::task::JoinHandle<Result<(), Error>>)
     where
         S: FnMut(Bytes) -> SF + Send + 'static,
         SF: Future<Output = Result<C, Error>> + Send + 'static,
@@ -259,7 +262,9 @@ impl Publisher {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let s = self.stats.snapshot();
-            if s.confirmed_total + s.failed_total >= s.published_total || self.stats.closed.load(Ordering::Acquire) {
+            if s.confirmed_total + s.failed_total >= s.published_total
+                || self.stats.closed.load(Ordering::Acquire)
+            {
                 return;
             }
             notified.await;
@@ -278,7 +283,10 @@ impl Publisher {
 
 impl fmt::Debug for Publisher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Publisher").field("name", &self.stats.name).field("snapshot", &self.snapshot()).finish()
+        f.debug_struct("Publisher")
+            .field("name", &self.stats.name)
+            .field("snapshot", &self.snapshot())
+            .finish()
     }
 }
 
@@ -292,14 +300,20 @@ impl Drop for CloseOnDrop {
     }
 }
 
-async fn drive<S, SF, C>(rx: Receiver<Bytes>, stats: Arc<PublishStats>, max_unconfirmed: usize, mut send: S) -> Result<(), Error>
+async fn drive<S, SF, C>(
+    rx: Receiver<Bytes>,
+    stats: Arc<PublishStats>,
+    max_unconfirmed: usize,
+    mut send: S,
+) -> Result<(), Error>
 where
     S: FnMut(Bytes) -> SF,
     SF: Future<Output = Result<C, Error>>,
     C: Future<Output = Result<bool, Error>> + Send + 'static,
 {
     let _close = CloseOnDrop(stats.clone());
-    let window = ConcurrencyLimiter::builder_with_clock(max_unconfirmed, MonotonicClock::new()).queue(1).build();
+    let window =
+        ConcurrencyLimiter::builder_with_clock(max_unconfirmed, MonotonicClock::new()).queue(1).build();
     let mut confirms = JoinSet::new();
     let mut result = Ok(());
     loop {
@@ -359,7 +373,11 @@ mod tests {
         let g = gate.clone();
         let (p, task) = Publisher::spawn(PublishConfig::new("t").buffer(2).max_unconfirmed(1), move |_b| {
             let g = g.clone();
-            async move { Ok(async move { g.acquire().await.map(|p| p.forget()).is_ok().then_some(true).ok_or(Error::closed("test")) }) }
+            async move {
+                Ok(async move {
+                    g.acquire().await.map(|p| p.forget()).is_ok().then_some(true).ok_or(Error::closed("test"))
+                })
+            }
         });
         // One goes out (unconfirmed), one waits in the task for the window, two wait in the
         // buffer; the fifth is refused.

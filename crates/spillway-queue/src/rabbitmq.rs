@@ -40,8 +40,11 @@ use crate::publish::{PublishConfig, Publisher};
 use crate::{Error, Message};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::Confirmation;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 use spillway::channel::Sender;
@@ -60,11 +63,24 @@ pub struct RabbitConsumer {
 impl RabbitConsumer {
     /// Sets the channel's prefetch to `prefetch` (`basic.qos`, per consumer) and starts consuming
     /// `queue` with manual acks.
-    pub async fn start(channel: &Channel, queue: &str, prefetch: u16, flow: FlowControl) -> Result<Self, Error> {
+    pub async fn start(
+        channel: &Channel,
+        queue: &str,
+        prefetch: u16,
+        flow: FlowControl,
+    ) -> Result<Self, Error> {
         let prefetch = prefetch.max(1);
-        channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(|e| Error::broker("rabbitmq: basic.qos", e))?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|e| Error::broker("rabbitmq: basic.qos", e))?;
         let consumer = channel
-            .basic_consume(queue.into(), "".into(), BasicConsumeOptions { no_ack: false, ..Default::default() }, FieldTable::default())
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions { no_ack: false, ..Default::default() },
+                FieldTable::default(),
+            )
             .await
             .map_err(|e| Error::broker("rabbitmq: basic.consume", e))?;
         Ok(Self { consumer: Mutex::new(consumer), flow, prefetch })
@@ -151,7 +167,10 @@ impl RabbitPublisher {
         routing_key: &str,
         config: PublishConfig,
     ) -> Result<(Publisher, tokio::task::JoinHandle<Result<(), Error>>), Error> {
-        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| Error::broker("rabbitmq: confirm.select", e))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| Error::broker("rabbitmq: confirm.select", e))?;
         let exchange = lapin::types::ShortString::from(exchange);
         let routing_key = lapin::types::ShortString::from(routing_key);
         Ok(Publisher::spawn(config, move |payload: Bytes| {
@@ -159,7 +178,13 @@ impl RabbitPublisher {
             let (exchange, routing_key) = (exchange.clone(), routing_key.clone());
             async move {
                 let confirm = channel
-                    .basic_publish(exchange, routing_key, BasicPublishOptions::default(), &payload, BasicProperties::default().with_delivery_mode(2))
+                    .basic_publish(
+                        exchange,
+                        routing_key,
+                        BasicPublishOptions::default(),
+                        &payload,
+                        BasicProperties::default().with_delivery_mode(2),
+                    )
                     .await
                     .map_err(|e| Error::broker("rabbitmq: basic.publish", e))?;
                 Ok(async move {

@@ -16,11 +16,18 @@ const LIMIT: usize = 8;
 const BATCH: usize = 32;
 const LAG_THRESHOLD: u64 = 64;
 
-async fn setup(broker: &common::Broker, name: &str) -> (async_nats::Client, jetstream::Context, stream::Stream) {
+async fn setup(
+    broker: &common::Broker,
+    name: &str,
+) -> (async_nats::Client, jetstream::Context, stream::Stream) {
     let client = async_nats::connect(broker.nats_url()).await.expect("connect to nats-server");
     let js = jetstream::new(client.clone());
     let stream = js
-        .get_or_create_stream(stream::Config { name: name.into(), subjects: vec![format!("{name}.>")], ..Default::default() })
+        .get_or_create_stream(stream::Config {
+            name: name.into(),
+            subjects: vec![format!("{name}.>")],
+            ..Default::default()
+        })
         .await
         .expect("create stream");
     (client, js, stream)
@@ -37,7 +44,12 @@ fn payload(id: u32) -> Bytes {
 }
 
 /// Publishes `n` ids through the bounded publisher as fast as it takes them.
-async fn publish_all(js: &jetstream::Context, subject: &str, n: u32, config: PublishConfig) -> spillway_queue::PublishSnapshot {
+async fn publish_all(
+    js: &jetstream::Context,
+    subject: &str,
+    n: u32,
+    config: PublishConfig,
+) -> spillway_queue::PublishSnapshot {
     let (publisher, task) = NatsPublisher::spawn(js.clone(), subject, config);
     for id in 0..n {
         publisher.publish(payload(id)).await.expect("publish");
@@ -63,13 +75,19 @@ async fn slow_consumer_stays_bounded_and_handles_every_message_exactly_once() {
     let broker = common::nats().await;
     let (_client, js, stream) = setup(&broker, "SLOW").await;
 
-    let flow = FlowControl::builder("slow").limit(LIMIT).buffer(64).pause_on(PauseOn::Lag(LAG_THRESHOLD)).build();
+    let flow =
+        FlowControl::builder("slow").limit(LIMIT).buffer(64).pause_on(PauseOn::Lag(LAG_THRESHOLD)).build();
     let mut registry = Registry::default();
     flow.register(&mut registry);
     let consumer = Arc::new(
-        NatsConsumer::create(&stream, "slow", flow.clone(), NatsOptions::default().batch(BATCH).ack_wait(Duration::from_secs(30)))
-            .await
-            .unwrap(),
+        NatsConsumer::create(
+            &stream,
+            "slow",
+            flow.clone(),
+            NatsOptions::default().batch(BATCH).ack_wait(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap(),
     );
     let counts: Arc<Vec<AtomicU32>> = Arc::new((0..N).map(|_| AtomicU32::new(0)).collect());
     let c2 = counts.clone();
@@ -87,16 +105,27 @@ async fn slow_consumer_stays_bounded_and_handles_every_message_exactly_once() {
     });
 
     // The fast producer, concurrently with the consumer.
-    let published = publish_all(&js, "SLOW.orders", N, PublishConfig::new("fast").buffer(1024).max_unconfirmed(256)).await;
+    let published =
+        publish_all(&js, "SLOW.orders", N, PublishConfig::new("fast").buffer(1024).max_unconfirmed(256))
+            .await;
     assert_eq!(published.confirmed_total, u64::from(N));
 
-    wait_until("every message processed", Duration::from_secs(40), || flow.snapshot().processed_total >= u64::from(N)).await;
+    wait_until("every message processed", Duration::from_secs(40), || {
+        flow.snapshot().processed_total >= u64::from(N)
+    })
+    .await;
     wait_until("the consumer to resume", Duration::from_secs(2), || !flow.snapshot().paused).await;
     let s = flow.snapshot();
     eprintln!("nats slow consumer: {s:?}");
     // Memory: never more fetched-but-unfinished messages than the pause threshold plus one batch
     // (the batch already requested when the pause engaged).
-    assert!(s.peak_lag <= LAG_THRESHOLD + BATCH as u64, "peak lag {} > {} + {}", s.peak_lag, LAG_THRESHOLD, BATCH);
+    assert!(
+        s.peak_lag <= LAG_THRESHOLD + BATCH as u64,
+        "peak lag {} > {} + {}",
+        s.peak_lag,
+        LAG_THRESHOLD,
+        BATCH
+    );
     assert!(s.peak_in_flight <= LIMIT, "{s:?}");
     assert!(s.pauses_total >= 1 && s.resumes_total >= 1, "the pause never engaged: {s:?}");
     assert_eq!((s.paused, s.lag, s.failed_total, s.processed_total), (false, 0, 0, u64::from(N)));
@@ -108,7 +137,10 @@ async fn slow_consumer_stays_bounded_and_handles_every_message_exactly_once() {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     assert!(text.contains("spillway_queue_paused{consumer=\"slow\"} 0"), "{text}");
-    assert!(text.contains(&format!("spillway_queue_pauses_total{{consumer=\"slow\"}} {}", s.pauses_total)), "{text}");
+    assert!(
+        text.contains(&format!("spillway_queue_pauses_total{{consumer=\"slow\"}} {}", s.pauses_total)),
+        "{text}"
+    );
     assert!(text.contains(&format!("spillway_queue_processed_total{{consumer=\"slow\"}} {N}")), "{text}");
 
     running.abort();
@@ -126,10 +158,17 @@ async fn slow_consumer_stays_bounded_and_handles_every_message_exactly_once() {
 
     // A second consumer on the same durable gets nothing.
     let second_flow = FlowControl::builder("second").limit(LIMIT).build();
-    let second = NatsConsumer::create(&stream, "slow", second_flow.clone(), NatsOptions::default().expires(Duration::from_millis(300)))
-        .await
-        .unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(1), second.run(|_m: Message| async { Ok::<(), ()>(()) })).await;
+    let second = NatsConsumer::create(
+        &stream,
+        "slow",
+        second_flow.clone(),
+        NatsOptions::default().expires(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    let got =
+        tokio::time::timeout(Duration::from_secs(1), second.run(|_m: Message| async { Ok::<(), ()>(()) }))
+            .await;
     assert!(got.is_err(), "the second consumer stopped: {got:?}");
     assert_eq!(second_flow.snapshot().fetched_total, 0);
 }
@@ -160,7 +199,10 @@ async fn a_consumer_killed_mid_batch_gets_its_messages_redelivered() {
             })
             .await
     });
-    wait_until("consumer A to fill its handlers", Duration::from_secs(10), || flow_a.snapshot().in_flight == LIMIT).await;
+    wait_until("consumer A to fill its handlers", Duration::from_secs(10), || {
+        flow_a.snapshot().in_flight == LIMIT
+    })
+    .await;
     task_a.abort();
     let _ = task_a.await;
     drop(client_a); // closes the connection
@@ -185,11 +227,17 @@ async fn a_consumer_killed_mid_batch_gets_its_messages_redelivered() {
             })
             .await
     });
-    wait_until("consumer B to handle every id", Duration::from_secs(20), || counts.iter().all(|c| c.load(Ordering::Relaxed) >= 1)).await;
+    wait_until("consumer B to handle every id", Duration::from_secs(20), || {
+        counts.iter().all(|c| c.load(Ordering::Relaxed) >= 1)
+    })
+    .await;
     task_b.abort();
     let redelivered = redelivered.lock().unwrap().clone();
     for id in &in_handler_a {
-        assert!(redelivered.contains(id), "message {id} was in A's handler but not redelivered to B: {redelivered:?}");
+        assert!(
+            redelivered.contains(id),
+            "message {id} was in A's handler but not redelivered to B: {redelivered:?}"
+        );
     }
     assert_eq!(flow_b.snapshot().failed_total, 0);
 }
@@ -226,7 +274,10 @@ async fn publisher_bounds_unconfirmed_publishes_and_every_message_is_confirmed()
     assert_eq!(s.rejected_total, refused);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-    assert!(text.contains(&format!("spillway_queue_publish_confirmed_total{{publisher=\"bounded\"}} {N}")), "{text}");
+    assert!(
+        text.contains(&format!("spillway_queue_publish_confirmed_total{{publisher=\"bounded\"}} {N}")),
+        "{text}"
+    );
     drop(publisher);
     task.await.unwrap().unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, u64::from(N));

@@ -22,12 +22,16 @@ const LIMIT: usize = 8;
 const PREFETCH: u16 = 64;
 
 async fn connect(broker: &common::Broker) -> Connection {
-    Connection::connect(&broker.amqp_url(), ConnectionProperties::default()).await.expect("connect to rabbitmq")
+    Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect to rabbitmq")
 }
 
 async fn declare(conn: &Connection, queue: &str) -> lapin::Channel {
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare(queue.into(), QueueDeclareOptions::default(), FieldTable::default()).await.expect("declare queue");
+    ch.queue_declare(queue.into(), QueueDeclareOptions::default(), FieldTable::default())
+        .await
+        .expect("declare queue");
     ch
 }
 
@@ -35,7 +39,11 @@ async fn declare(conn: &Connection, queue: &str) -> lapin::Channel {
 async fn ready(conn: &Connection, queue: &str) -> u32 {
     let ch = conn.create_channel().await.unwrap();
     let q = ch
-        .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     let _ = ch.close(200, "done".into()).await;
@@ -52,7 +60,12 @@ fn payload(id: u32) -> Bytes {
     Bytes::from(v)
 }
 
-async fn publish_all(conn: &Connection, queue: &str, n: u32, config: PublishConfig) -> spillway_queue::PublishSnapshot {
+async fn publish_all(
+    conn: &Connection,
+    queue: &str,
+    n: u32,
+    config: PublishConfig,
+) -> spillway_queue::PublishSnapshot {
     let ch = conn.create_channel().await.unwrap();
     let (publisher, task) = RabbitPublisher::spawn(ch, "", queue, config).await.expect("publisher");
     for id in 0..n {
@@ -90,7 +103,8 @@ async fn slow_consumer_stays_bounded_and_handles_every_message_exactly_once(brok
     let queue = "slow";
     let consumer_conn = connect(broker).await;
     let ch = declare(&consumer_conn, queue).await;
-    let flow = FlowControl::builder("slow").limit(LIMIT).buffer(64).pause_on(PauseOn::Lag(LAG_THRESHOLD)).build();
+    let flow =
+        FlowControl::builder("slow").limit(LIMIT).buffer(64).pause_on(PauseOn::Lag(LAG_THRESHOLD)).build();
     let mut registry = Registry::default();
     flow.register(&mut registry);
     let consumer = Arc::new(RabbitConsumer::start(&ch, queue, PREFETCH, flow.clone()).await.unwrap());
@@ -110,10 +124,15 @@ async fn slow_consumer_stays_bounded_and_handles_every_message_exactly_once(brok
     });
 
     let producer_conn = connect(broker).await;
-    let published = publish_all(&producer_conn, queue, N, PublishConfig::new("fast").buffer(1024).max_unconfirmed(256)).await;
+    let published =
+        publish_all(&producer_conn, queue, N, PublishConfig::new("fast").buffer(1024).max_unconfirmed(256))
+            .await;
     assert_eq!(published.confirmed_total, u64::from(N));
 
-    wait_until("every message processed", Duration::from_secs(40), || flow.snapshot().processed_total >= u64::from(N)).await;
+    wait_until("every message processed", Duration::from_secs(40), || {
+        flow.snapshot().processed_total >= u64::from(N)
+    })
+    .await;
     wait_until("the consumer to resume", Duration::from_secs(2), || !flow.snapshot().paused).await;
     let s = flow.snapshot();
     eprintln!("rabbitmq slow consumer: {s:?}");
@@ -128,7 +147,10 @@ async fn slow_consumer_stays_bounded_and_handles_every_message_exactly_once(brok
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     assert!(text.contains("spillway_queue_paused{consumer=\"slow\"} 0"), "{text}");
-    assert!(text.contains(&format!("spillway_queue_resumes_total{{consumer=\"slow\"}} {}", s.resumes_total)), "{text}");
+    assert!(
+        text.contains(&format!("spillway_queue_resumes_total{{consumer=\"slow\"}} {}", s.resumes_total)),
+        "{text}"
+    );
 
     // Close the consumer: anything unacked would now be requeued. Nothing is.
     running.abort();
@@ -140,7 +162,9 @@ async fn slow_consumer_stays_bounded_and_handles_every_message_exactly_once(brok
     let ch2 = producer_conn.create_channel().await.unwrap();
     let second_flow = FlowControl::builder("second").limit(LIMIT).build();
     let second = RabbitConsumer::start(&ch2, queue, PREFETCH, second_flow.clone()).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(1), second.run(|_m: Message| async { Ok::<(), ()>(()) })).await;
+    let got =
+        tokio::time::timeout(Duration::from_secs(1), second.run(|_m: Message| async { Ok::<(), ()>(()) }))
+            .await;
     assert!(got.is_err(), "the second consumer stopped: {got:?}");
     assert_eq!(second_flow.snapshot().fetched_total, 0);
     producer_conn.close(200, "done".into()).await.unwrap();
@@ -170,7 +194,10 @@ async fn a_consumer_killed_mid_batch_gets_its_messages_redelivered(broker: &comm
             })
             .await
     });
-    wait_until("consumer A to fill its handlers", Duration::from_secs(10), || flow_a.snapshot().in_flight == LIMIT).await;
+    wait_until("consumer A to fill its handlers", Duration::from_secs(10), || {
+        flow_a.snapshot().in_flight == LIMIT
+    })
+    .await;
     task_a.abort();
     let _ = task_a.await;
     conn_a.close(200, "killed".into()).await.unwrap();
@@ -196,12 +223,18 @@ async fn a_consumer_killed_mid_batch_gets_its_messages_redelivered(broker: &comm
             })
             .await
     });
-    wait_until("consumer B to handle every id", Duration::from_secs(20), || counts.iter().all(|c| c.load(Ordering::Relaxed) >= 1)).await;
+    wait_until("consumer B to handle every id", Duration::from_secs(20), || {
+        counts.iter().all(|c| c.load(Ordering::Relaxed) >= 1)
+    })
+    .await;
     wait_until("consumer B to finish", Duration::from_secs(5), || flow_b.snapshot().lag == 0).await;
     task_b.abort();
     let redelivered = redelivered.lock().unwrap().clone();
     for id in &in_handler_a {
-        assert!(redelivered.contains(id), "message {id} was in A's handler but not redelivered to B: {redelivered:?}");
+        assert!(
+            redelivered.contains(id),
+            "message {id} was in A's handler but not redelivered to B: {redelivered:?}"
+        );
     }
     assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1), "a message was handled twice by B");
     let _ = conn_b.close(200, "done".into()).await;

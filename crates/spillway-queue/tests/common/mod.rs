@@ -107,7 +107,11 @@ async fn wait_for_port(broker: &mut Broker, timeout: Duration, what: &str) {
             return;
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("{what} did not listen on 127.0.0.1:{} within {timeout:?}; log:\n{}", broker.port, broker.log_tail());
+            panic!(
+                "{what} did not listen on 127.0.0.1:{} within {timeout:?}; log:\n{}",
+                broker.port,
+                broker.log_tail()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -142,7 +146,8 @@ pub async fn rabbitmq() -> Broker {
         "rabbitmq-server",
     );
     // The Debian wrapper in /usr/sbin switches to the rabbitmq user; the real script does not.
-    let bin = if bin.starts_with("/usr/sbin") && Path::new("/usr/lib/rabbitmq/bin/rabbitmq-server").is_file() {
+    let bin = if bin.starts_with("/usr/sbin") && Path::new("/usr/lib/rabbitmq/bin/rabbitmq-server").is_file()
+    {
         PathBuf::from("/usr/lib/rabbitmq/bin/rabbitmq-server")
     } else {
         bin
