@@ -114,8 +114,8 @@ impl FlowControl {
     /// Configures flow control for a consumer called `name` (the `consumer` label of its
     /// metrics: give a fixed name, never a per-message value).
     ///
-    /// Defaults: a fixed limit of 16 handlers, a local buffer of 4 × the limit, pause on a lag
-    /// above 3 × the limit.
+    /// Defaults: a fixed limit of 16 handlers, pause on a lag above 3 × the limit, a local buffer
+    /// of 4 × the limit (or the lag threshold, if larger).
     pub fn builder(name: impl Into<String>) -> FlowBuilder {
         FlowBuilder { name: name.into(), limit: 16, algorithm: None, pause_on: None, buffer: None }
     }
@@ -266,8 +266,9 @@ impl FlowBuilder {
         self
     }
 
-    /// How many fetched messages may wait for a permit in the consumer's local buffer (default
-    /// 4 × the limit; at least 1). A full buffer stops fetching too, whatever the pause says.
+    /// How many fetched messages may wait for a permit in the consumer's local buffer (default:
+    /// 4 × the limit, or the lag threshold if that is larger; at least 1). A full buffer stops
+    /// fetching too, whatever the pause says; the lag can reach at most buffer + limit + 2.
     pub fn buffer(mut self, capacity: usize) -> Self {
         self.buffer = Some(capacity.max(1));
         self
@@ -286,12 +287,18 @@ impl FlowBuilder {
             Some(a) => Limiter::Adaptive(AdaptiveLimiter::new(a, limiter)),
             None => Limiter::Fixed(limiter),
         };
+        let pause_on = self.pause_on.unwrap_or(PauseOn::Lag(3 * base as u64));
+        // A lag threshold the buffer cannot reach would never pause: the buffer holds at least it.
+        let buffer = self.buffer.unwrap_or(match pause_on {
+            PauseOn::Lag(t) => usize::try_from(t).unwrap_or(usize::MAX).max(4 * base),
+            _ => 4 * base,
+        });
         FlowControl {
             shared: Arc::new(Shared {
                 name: self.name,
                 limiter,
-                pause_on: self.pause_on.unwrap_or(PauseOn::Lag(3 * base as u64)),
-                buffer: self.buffer.unwrap_or(4 * base).max(1),
+                pause_on,
+                buffer,
                 clock: MonotonicClock::new(),
                 counters: ConsumerCounters::default(),
                 paused: AtomicBool::new(false),
