@@ -21,8 +21,8 @@ fn queue_lab_shows_unbounded_lag_without_and_bounded_lag_with_flow_control() {
         bounded.pauses
     );
     // 4000/s offered, about 1500/s handled, for 3 s: thousands fetched and unfinished without
-    // control (at least 500 even on a loaded machine).
-    assert!(unbounded.peak_lag > 500, "{unbounded:?}");
+    // control (at least 2000 even on a loaded machine).
+    assert!(unbounded.peak_lag > 2000, "{unbounded:?}");
     // Threshold 64 + one batch of 32 (+ the messages between the buffer and the handlers).
     assert!(bounded.peak_lag <= 64 + 32 + 2, "{:?}", bounded.peak_lag);
     assert!(bounded.pauses >= 1);

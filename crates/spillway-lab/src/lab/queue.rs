@@ -181,7 +181,9 @@ pub fn run(opts: &QueueOptions) -> anyhow::Result<Option<QueueResults>> {
             if opts.progress {
                 eprintln!("lab: queue consumer `{contestant}` for {} s", opts.seconds);
             }
-            results.runs.push(run_one(&js, opts, contestant).await?);
+            // The consumer on a connection of its own, as it would be in another process.
+            let consumer_js = jetstream::new(connect(&url).await?);
+            results.runs.push(run_one(&js, &consumer_js, opts, contestant).await?);
         }
         Ok(Some(results))
     })
@@ -239,7 +241,12 @@ impl Gauges for Plain {
     }
 }
 
-async fn run_one(js: &jetstream::Context, opts: &QueueOptions, contestant: &str) -> anyhow::Result<QueueRun> {
+async fn run_one(
+    js: &jetstream::Context,
+    consumer_js: &jetstream::Context,
+    opts: &QueueOptions,
+    contestant: &str,
+) -> anyhow::Result<QueueRun> {
     let name = if contestant == "unbounded" { "UNBOUNDED" } else { "FLOW" };
     let stream = js
         .get_or_create_stream(stream::Config {
@@ -250,6 +257,8 @@ async fn run_one(js: &jetstream::Context, opts: &QueueOptions, contestant: &str)
         .await
         .map_err(|e| anyhow::anyhow!("create stream: {e}"))?;
     let service = Duration::from_millis(opts.service_ms);
+    let consumer_stream =
+        consumer_js.get_stream(name).await.map_err(|e| anyhow::anyhow!("get stream: {e}"))?;
 
     let (gauges, consumer_task): (Arc<dyn Gauges>, tokio::task::JoinHandle<()>) = if contestant == "unbounded"
     {
@@ -270,7 +279,7 @@ async fn run_one(js: &jetstream::Context, opts: &QueueOptions, contestant: &str)
         let flow =
             FlowControl::builder("lab").limit(opts.handlers).pause_on(PauseOn::Lag(LAG_THRESHOLD)).build();
         let options = NatsOptions::default().batch(BATCH).ack_wait(Duration::from_secs(120));
-        let c = NatsConsumer::create(&stream, "c", flow.clone(), options).await?;
+        let c = NatsConsumer::create(&consumer_stream, "c", flow.clone(), options).await?;
         let task = tokio::spawn(async move {
             let _ = c
                 .run(move |_m: Message| async move {
@@ -375,16 +384,15 @@ async fn unbounded_consumer(
             }
         });
     }
-    loop {
-        let Ok(mut batch) = c.batch().max_messages(1000).expires(Duration::from_millis(200)).messages().await
-        else {
-            return;
-        };
-        while let Some(Ok(m)) = batch.next().await {
-            gauges.lag.fetch_add(1, Ordering::Relaxed);
-            gauges.lag_bytes.fetch_add(m.payload.len() as u64, Ordering::Relaxed);
-            queue.lock().unwrap_or_else(|e| e.into_inner()).push_back(m);
-            ready.notify_one();
-        }
+    // A continuous pull: the client keeps a request of 1000 outstanding, re-pulling as soon as
+    // half of it has arrived, whatever the handlers are doing.
+    let Ok(mut messages) = c.stream().max_messages_per_batch(1000).messages().await else {
+        return;
+    };
+    while let Some(Ok(m)) = messages.next().await {
+        gauges.lag.fetch_add(1, Ordering::Relaxed);
+        gauges.lag_bytes.fetch_add(m.payload.len() as u64, Ordering::Relaxed);
+        queue.lock().unwrap_or_else(|e| e.into_inner()).push_back(m);
+        ready.notify_one();
     }
 }
