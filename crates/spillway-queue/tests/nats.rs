@@ -282,3 +282,13 @@ async fn publisher_bounds_unconfirmed_publishes_and_every_message_is_confirmed()
     task.await.unwrap().unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, u64::from(N));
 }
+
+#[test]
+fn a_missing_broker_fails_the_test_and_names_its_package() {
+    let panic = std::panic::catch_unwind(|| {
+        common::require("spillway-no-such-broker", &[], "spillway-no-such-package")
+    })
+    .expect_err("a missing broker must fail the test, not pass it");
+    let message = panic.downcast_ref::<String>().expect("a formatted panic message");
+    assert!(message.contains("apt-get install -y spillway-no-such-package"), "{message}");
+}

@@ -30,7 +30,7 @@ fn temp_dir(kind: &str) -> PathBuf {
 }
 
 /// Finds a broker binary or fails the test, naming the Debian package.
-fn require(binary: &str, candidates: &[&str], package: &str) -> PathBuf {
+pub fn require(binary: &str, candidates: &[&str], package: &str) -> PathBuf {
     for c in candidates {
         if Path::new(c).is_file() {
             return PathBuf::from(c);
