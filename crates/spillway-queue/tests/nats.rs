@@ -292,3 +292,49 @@ fn a_missing_broker_fails_the_test_and_names_its_package() {
     let message = panic.downcast_ref::<String>().expect("a formatted panic message");
     assert!(message.contains("apt-get install -y spillway-no-such-package"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_limit_with_a_wait_time_pause_handles_everything_once() {
+    const N: u32 = 3_000;
+    let broker = common::nats().await;
+    let (_client, js, stream) = setup(&broker, "ADAPT").await;
+    publish_all(&js, "ADAPT.x", N, PublishConfig::new("p").buffer(1024).max_unconfirmed(256)).await;
+    // Vegas between 1 and 16 handlers; pause when the oldest fetched message has waited 10 ms.
+    let flow = FlowControl::builder("adaptive")
+        .adaptive(spillway::adaptive::Vegas::default().with_max(16).with_initial(4))
+        .buffer(128)
+        .pause_on(PauseOn::WaitTime(Duration::from_millis(10)))
+        .build();
+    let consumer = Arc::new(
+        NatsConsumer::create(&stream, "adaptive", flow.clone(), NatsOptions::default().batch(64))
+            .await
+            .unwrap(),
+    );
+    let counts: Arc<Vec<AtomicU32>> = Arc::new((0..N).map(|_| AtomicU32::new(0)).collect());
+    let c2 = counts.clone();
+    let c = consumer.clone();
+    let running = tokio::spawn(async move {
+        c.run(move |m: Message| {
+            let counts = c2.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                counts[id_of(&m)].fetch_add(1, Ordering::Relaxed);
+                Ok::<(), ()>(())
+            }
+        })
+        .await
+    });
+    wait_until("every message processed", Duration::from_secs(40), || {
+        flow.snapshot().processed_total >= u64::from(N)
+    })
+    .await;
+    wait_until("the consumer to resume", Duration::from_secs(2), || !flow.snapshot().paused).await;
+    running.abort();
+    let s = flow.snapshot();
+    eprintln!("nats adaptive + wait-time pause: {s:?}");
+    assert!(s.pauses_total >= 1 && s.resumes_total >= 1, "the wait-time pause never engaged: {s:?}");
+    assert!(s.peak_in_flight <= 16 && (1..=16).contains(&s.limit), "{s:?}");
+    // Never more than the buffer, the handlers, one batch and the two messages in between.
+    assert!(s.peak_lag <= 128 + 16 + 64 + 2, "{s:?}");
+    assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1), "a message was not handled exactly once");
+}
