@@ -75,6 +75,18 @@ pub struct Message {
     pub redelivered: bool,
 }
 
+impl Message {
+    /// A first delivery of `payload`: for testing a handler without a broker.
+    ///
+    /// ```
+    /// let m = spillway_queue::Message::new("hello");
+    /// assert_eq!((&m.payload[..], m.redelivered), (&b"hello"[..], false));
+    /// ```
+    pub fn new(payload: impl Into<Bytes>) -> Self {
+        Self { payload: payload.into(), redelivered: false }
+    }
+}
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A broker or task failure that stops a consumer or publisher.
