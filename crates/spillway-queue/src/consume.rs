@@ -33,8 +33,19 @@ where
     E: Send + 'static,
 {
     let (tx, rx) = channel(flow.buffer(), OverflowPolicy::Wait(None));
-    let (fetched, dispatched) = tokio::join!(fetch(tx), dispatch(flow, rx, Arc::new(handler)));
-    dispatched.and(fetched)
+    let fetch = fetch(tx);
+    let dispatch = dispatch(flow, rx, Arc::new(handler));
+    tokio::pin!(fetch, dispatch);
+    tokio::select! {
+        // The dispatcher ends first only when an ack failed: stop fetching (the fetcher may be
+        // waiting for a delivery that never comes).
+        dispatched = &mut dispatch => dispatched,
+        // The source ended (or failed) and dropped its sender: finish what was fetched.
+        fetched = &mut fetch => {
+            let dispatched = dispatch.await;
+            dispatched.and(fetched)
+        }
+    }
 }
 
 async fn dispatch<D, H, F, E>(
@@ -48,27 +59,32 @@ where
     F: Future<Output = Result<(), E>> + Send + 'static,
     E: Send + 'static,
 {
-    // Holds at most `limit` running handlers plus the finished ones not yet reaped (reaped on
-    // every message), so it is bounded by the limit.
+    // Holds at most `limit` running handlers plus the finished ones not yet reaped (reaped as
+    // they finish), so it is bounded by the limit.
     let mut tasks: JoinSet<Result<(), Error>> = JoinSet::new();
-    while let Some((delivery, fetched)) = rx.recv().await {
-        let ticket = flow.admit(fetched).await;
-        while let Some(done) = tasks.try_join_next() {
-            done.map_err(Error::task)??;
-        }
-        let handler = handler.clone();
-        tasks.spawn(async move {
-            let ok = handler(delivery.message()).await.is_ok();
-            match delivery.settle(ok).await {
-                Ok(()) if ok => ticket.success(),
-                Ok(()) => ticket.failure(),
-                Err(e) => {
-                    ticket.failure();
-                    return Err(e);
-                }
+    loop {
+        tokio::select! {
+            // A finished handler: a failed ack stops the consumer at once, even while no new
+            // message arrives.
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => done.map_err(Error::task)??,
+            item = rx.recv() => {
+                let Some((delivery, fetched)) = item else { break };
+                let ticket = flow.admit(fetched).await;
+                let handler = handler.clone();
+                tasks.spawn(async move {
+                    let ok = handler(delivery.message()).await.is_ok();
+                    match delivery.settle(ok).await {
+                        Ok(()) if ok => ticket.success(),
+                        Ok(()) => ticket.failure(),
+                        Err(e) => {
+                            ticket.failure();
+                            return Err(e);
+                        }
+                    }
+                    Ok(())
+                });
             }
-            Ok(())
-        });
+        }
     }
     while let Some(done) = tasks.join_next().await {
         done.map_err(Error::task)??;
@@ -98,6 +114,36 @@ mod tests {
             self.log.lock().unwrap().push((self.id, ok));
             Ok(())
         }
+    }
+
+    /// Settling fails: the broker connection is gone.
+    struct Broken;
+
+    impl Delivery for Broken {
+        fn message(&self) -> Message {
+            Message::new(Bytes::new())
+        }
+        async fn settle(self, _ok: bool) -> Result<(), Error> {
+            Err(Error::closed("test broker"))
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failed_ack_stops_the_run_even_if_the_source_never_ends() {
+        let flow = FlowControl::builder("broken").limit(1).build();
+        let f2 = flow.clone();
+        let fetch = move |tx: Sender<(Broken, Fetched)>| async move {
+            let fetched = f2.on_fetched(0);
+            let _ = tx.send((Broken, fetched)).await;
+            std::future::pending::<()>().await; // a source that never delivers again
+            Ok(())
+        };
+        let run = run(&flow, fetch, |_m: Message| async { Ok::<(), ()>(()) });
+        let outcome = tokio::time::timeout(Duration::from_secs(5), run).await.expect("the run stopped");
+        assert!(matches!(outcome, Err(Error::Closed(_))), "{outcome:?}");
+        // The pending source's token was never created; the failed message was counted.
+        let s = flow.snapshot();
+        assert_eq!((s.failed_total, s.lag), (1, 0));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
