@@ -76,6 +76,10 @@ enum Command {
         /// Where the backend listens (a fixed address lets an external proxy point at it).
         #[arg(long, default_value = "127.0.0.1:0")]
         backend_listen: SocketAddr,
+        /// Skip the message-queue scenario (a NATS JetStream consumer without and with flow
+        /// control; it runs when nats-server is installed).
+        #[arg(long)]
+        no_queue: bool,
     },
     /// Run every adaptive controller against a simulated server on virtual time, at several
     /// offered loads and through a capacity drop; prints goodput, latency and rejections.
@@ -233,13 +237,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             spillway_lab::lab::run::write_outputs(&results, &out)?;
             writeln!(stdout, "\nreport: {}", out.join("report.html").display())?;
         }
-        Command::Lab { scenario, out, seconds, target, backend_listen } => {
+        Command::Lab { scenario, out, seconds, target, backend_listen, no_queue } => {
             let scenario =
                 spillway_lab::lab::run::Scenario::from_name(&scenario).expect("clap checked the name");
             let mut opts = lab_options(scenario)?;
             opts.seconds = seconds;
             opts.targets = target;
             opts.backend_listen = backend_listen;
+            opts.queue &= !no_queue;
             let results = spillway_lab::lab::run::run(&opts)?;
             let mut stdout = std::io::stdout().lock();
             spillway_lab::lab::report::write_table(&results, &mut stdout)?;

@@ -1,7 +1,7 @@
 //! The lab report through its public API: every chart drawn, numbers that are numbers, every
 //! contestant in the table, names escaped, and empty results rendered.
 
-use spillway_lab::lab::report::{CHART_NAMES, sample_results, write_html, write_table};
+use spillway_lab::lab::report::{CHART_NAMES, QUEUE_CHART_NAMES, sample_results, write_html, write_table};
 use spillway_lab::lab::{LabResults, Run};
 
 fn html(r: &LabResults) -> String {
@@ -31,9 +31,10 @@ fn three_contestants_two_loads_ten_seconds() {
 
     let page = html(&r);
     assert!(page.starts_with("<!DOCTYPE html>"));
-    assert_eq!(page.matches("data-chart=").count(), 7);
-    assert_eq!(page.matches("<svg class=\"chart\"").count(), 7);
-    for name in CHART_NAMES {
+    // The seven HTTP charts and the message-queue section's three.
+    assert_eq!(page.matches("data-chart=").count(), 10);
+    assert_eq!(page.matches("<svg class=\"chart\"").count(), 10);
+    for name in CHART_NAMES.iter().chain(&QUEUE_CHART_NAMES) {
         assert!(page.contains(&format!("data-chart=\"{name}\"")), "{name}");
     }
     // Every chart has a line for each contestant (the goodput one across both loads).
@@ -43,8 +44,9 @@ fn three_contestants_two_loads_ten_seconds() {
     for external in ["<script", "<link", "src=", "@import", "url("] {
         assert!(!page.contains(external), "{external}");
     }
-    // One table row per run.
-    assert_eq!(page.matches("<td class=\"who\">").count(), 6);
+    // One table row per run, and one per queue consumer.
+    assert_eq!(page.matches("<td class=\"who\">").count(), 6 + 2);
+    assert!(page.contains("Message queue") && page.contains("flow control"));
 
     let text = table(&r);
     assert_finite(&text);
@@ -54,7 +56,9 @@ fn three_contestants_two_loads_ten_seconds() {
     }
     // Aligned: every row of the table as wide as the rule under the header, or narrower only by
     // trailing spaces trimmed away (right-aligned numbers end every row).
-    let lines: Vec<&str> = text.lines().skip(2).collect();
+    // (The message-queue table follows after an empty line.)
+    let lines: Vec<&str> = text.lines().skip(2).take_while(|l| !l.is_empty()).collect();
+    assert!(text.contains("message queue:") && text.contains("flow control"), "{text}");
     let width = lines[1].chars().count();
     assert!(lines.iter().all(|l| l.chars().count() == width), "{text}");
 }

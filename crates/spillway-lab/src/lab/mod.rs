@@ -5,7 +5,10 @@
 //! - [`report`]: the summary table for the terminal and the self-contained HTML page with SVG
 //!   charts.
 //! - [`run`]: running a scenario end to end (backend, contestant, load, sampling).
+//! - [`queue`]: the message-queue scenario: a slow NATS JetStream consumer under a fast
+//!   producer, without and with flow control.
 
+pub mod queue;
 pub mod report;
 pub mod results;
 pub mod run;

@@ -15,7 +15,12 @@
 //!
 //! Every chart but `goodput` shows the run at the highest offered load in the results, one line
 //! per contestant; a contestant has the same colour in every chart.
+//!
+//! When the message-queue scenario ran ([`super::queue`]), a last section compares its two
+//! consumers: `queue-lag` (messages fetched and not finished), `queue-throughput` (handled a
+//! second) and `queue-broker` (the backlog the broker holds).
 
+use super::queue::{QueueResults, QueueRun, QueueSample};
 use super::results::{LabResults, Run};
 use std::io::{self, Write};
 
@@ -23,6 +28,10 @@ use std::io::{self, Write};
 /// attribute of an `<svg class="chart">`).
 pub const CHART_NAMES: [&str; 7] =
     ["goodput", "p50", "p99", "backend-queue", "proxy-queue", "rejections", "memory"];
+
+/// The charts of the message-queue section, drawn when the results have one (see
+/// [`super::queue`]).
+pub const QUEUE_CHART_NAMES: [&str; 3] = ["queue-lag", "queue-throughput", "queue-broker"];
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -157,7 +166,122 @@ pub fn write_table(results: &LabResults, out: &mut impl Write) -> io::Result<()>
     for row in &rows {
         line(out, &row.each_ref().map(String::as_str))?;
     }
+    if let Some(q) = &results.queue {
+        writeln!(out)?;
+        writeln!(out, "message queue: {}", queue_sentence(q))?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "  {:<14} {:>12} {:>10} {:>12} {:>10} {:>7}",
+            "consumer", "throughput/s", "peak lag", "peak memory", "final lag", "pauses"
+        )?;
+        for r in &q.runs {
+            writeln!(
+                out,
+                "  {:<14} {:>12.0} {:>10} {:>8.1} MiB {:>10} {:>7}",
+                r.contestant,
+                r.throughput_per_s,
+                r.peak_lag,
+                r.peak_lag_bytes as f64 / MIB,
+                r.final_lag,
+                r.pauses
+            )?;
+        }
+    }
     Ok(())
+}
+
+fn queue_sentence(q: &QueueResults) -> String {
+    format!(
+        "a NATS JetStream consumer with {} handlers x {} ms ({:.0} messages/s) under {:.0} messages/s of {} bytes, {} s each",
+        q.handlers, q.service_ms, q.capacity_per_s, q.publish_rate, q.payload_bytes, q.seconds
+    )
+}
+
+/// The queue section of the page: a table and [`QUEUE_CHART_NAMES`].
+fn write_queue_html(q: &QueueResults, out: &mut impl Write) -> io::Result<()> {
+    writeln!(out, "<h2>Message queue: a slow consumer under a fast producer</h2>")?;
+    writeln!(
+        out,
+        "<p>{}. <em>unbounded</em> pulls everything the broker will send into a local queue that \
+         never refuses; <em>flow control</em> is <code>spillway-queue</code>'s NATS consumer \
+         (limit {}, batches of 32, pause above a lag of 64, resume below 32). <em>Lag</em> is the \
+         consumer's memory: messages fetched and not yet finished. The backlog is the same either \
+         way; with flow control it stays in the broker.</p>",
+        escape(&queue_sentence(q)),
+        q.handlers
+    )?;
+    writeln!(
+        out,
+        "<table class=\"queue\">\n<thead><tr><th>consumer</th><th>throughput /s</th><th>peak lag \
+         (messages)</th><th>peak memory (MiB)</th><th>final lag</th><th>pauses</th></tr></thead>\n<tbody>"
+    )?;
+    for r in &q.runs {
+        writeln!(
+            out,
+            "<tr><td class=\"who\"><span class=\"swatch\" style=\"background:{}\"></span>{}</td><td class=\"num\">{:.0}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{:.1}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            queue_colour(&r.contestant),
+            escape(&r.contestant),
+            r.throughput_per_s,
+            r.peak_lag,
+            r.peak_lag_bytes as f64 / MIB,
+            r.final_lag,
+            r.pauses
+        )?;
+    }
+    writeln!(out, "</tbody>\n</table>\n<div class=\"charts\">")?;
+    for chart in queue_charts(q) {
+        chart.write_svg(out)?;
+    }
+    writeln!(out, "</div>")
+}
+
+fn queue_colour(contestant: &str) -> &'static str {
+    if contestant == "unbounded" { PALETTE[1] } else { PALETTE[2] }
+}
+
+fn queue_charts(q: &QueueResults) -> Vec<LineChart> {
+    let lines = |f: &dyn Fn(&QueueSample) -> f64| -> Vec<Line> {
+        q.runs
+            .iter()
+            .map(|r| Line {
+                label: r.contestant.clone(),
+                colour: queue_colour(&r.contestant),
+                dash: None,
+                points: r.samples.iter().map(|s| Some((s.t, f(s)))).collect(),
+            })
+            .collect()
+    };
+    vec![
+        LineChart {
+            name: "queue-lag",
+            title: "Consumer lag: fetched, not finished".to_owned(),
+            x_label: "seconds",
+            y_label: "messages",
+            lines: lines(&|s| s.lag as f64),
+            markers: false,
+            reference: None,
+        },
+        LineChart {
+            name: "queue-throughput",
+            title: "Consumer throughput".to_owned(),
+            x_label: "seconds",
+            y_label: "messages / s",
+            lines: lines(&|s| s.processed_per_s),
+            markers: false,
+            reference: Some((q.capacity_per_s, "handler capacity")),
+        },
+        LineChart {
+            name: "queue-broker",
+            title: "Backlog held by the broker".to_owned(),
+            x_label: "seconds",
+            y_label: "messages",
+            lines: lines(&|s| s.broker_pending as f64),
+            markers: false,
+            reference: None,
+        },
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -175,6 +299,10 @@ table.summary th{background:#f0f0f0;text-align:center;cursor:help}
 table.summary td.num{text-align:right;font-variant-numeric:tabular-nums}
 table.summary td.who{white-space:nowrap}
 table.summary tr.first td{border-top:2px solid #999}
+table.queue{border-collapse:collapse;font-size:.9rem;background:#fff;margin-bottom:1rem}
+table.queue th,table.queue td{border:1px solid #ddd;padding:.3rem .6rem}
+table.queue th{background:#f0f0f0}
+table.queue td.num{text-align:right;font-variant-numeric:tabular-nums}
 .swatch{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin-right:.4em;vertical-align:-.05em}
 .charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:1rem}
 svg.chart{width:100%;height:auto;background:#fff;border:1px solid #ddd;border-radius:4px}
@@ -189,12 +317,12 @@ svg.chart .axis{stroke:#555}
 /// the charts listed in the [module documentation](self).
 ///
 /// ```
-/// use spillway_lab::lab::report::{sample_results, write_html, CHART_NAMES};
+/// use spillway_lab::lab::report::{sample_results, write_html, CHART_NAMES, QUEUE_CHART_NAMES};
 ///
 /// let mut out = Vec::new();
 /// write_html(&sample_results(), &mut out).unwrap();
 /// let html = String::from_utf8(out).unwrap();
-/// for name in CHART_NAMES {
+/// for name in CHART_NAMES.iter().chain(&QUEUE_CHART_NAMES) {
 ///     assert!(html.contains(&format!("data-chart=\"{name}\"")));
 /// }
 /// ```
@@ -264,7 +392,11 @@ pub fn write_html(results: &LabResults, out: &mut impl Write) -> io::Result<()> 
     for chart in charts(results, &contestants, top) {
         chart.write_svg(out)?;
     }
-    writeln!(out, "</div>\n</main>\n</body>\n</html>")
+    writeln!(out, "</div>")?;
+    if let Some(q) = &results.queue {
+        write_queue_html(q, out)?;
+    }
+    writeln!(out, "</main>\n</body>\n</html>")
 }
 
 /// The contestants in order of first appearance: the index picks the colour.
@@ -822,6 +954,49 @@ pub fn sample_results() -> LabResults {
         deadline_ms,
         seconds,
         runs,
+        queue: Some(sample_queue()),
+    }
+}
+
+/// A plausible queue section for [`sample_results`]: the unbounded consumer's lag grows by the
+/// overload each second; flow control's stays under its threshold plus a batch.
+fn sample_queue() -> QueueResults {
+    let (rate, capacity, payload) = (4000.0, 2000.0, 1024usize);
+    let run = |contestant: &str, bounded: bool| {
+        let samples: Vec<QueueSample> = (1..=20)
+            .map(|i| {
+                let t = f64::from(i) * 0.25;
+                let backlog = ((rate - capacity) * t) as u64;
+                let lag = if bounded { 40 + (i % 5) as u64 * 10 } else { backlog };
+                QueueSample {
+                    t,
+                    lag,
+                    lag_bytes: lag * payload as u64,
+                    processed_per_s: capacity * 0.98,
+                    broker_pending: if bounded { backlog } else { 0 },
+                }
+            })
+            .collect();
+        let peak_lag = samples.iter().map(|s| s.lag).max().unwrap_or(0);
+        QueueRun {
+            contestant: contestant.to_owned(),
+            processed: 9800,
+            throughput_per_s: capacity * 0.98,
+            peak_lag,
+            peak_lag_bytes: peak_lag * payload as u64,
+            final_lag: samples.last().map_or(0, |s| s.lag),
+            pauses: if bounded { 120 } else { 0 },
+            samples,
+        }
+    };
+    QueueResults {
+        publish_rate: rate,
+        capacity_per_s: capacity,
+        handlers: 8,
+        service_ms: 4,
+        payload_bytes: payload,
+        seconds: 5,
+        runs: vec![run("unbounded", false), run("flow control", true)],
     }
 }
 

@@ -20,6 +20,9 @@ pub struct LabResults {
     pub seconds: u64,
     /// One entry per contestant and offered load, in the order run.
     pub runs: Vec<Run>,
+    /// The message-queue scenario, when it ran (it needs `nats-server`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<super::queue::QueueResults>,
 }
 
 /// One contestant at one offered load.

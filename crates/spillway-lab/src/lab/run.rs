@@ -123,6 +123,9 @@ pub struct LabOptions {
     pub deadline_ms: u64,
     /// Print progress lines to stderr.
     pub progress: bool,
+    /// Also run the message-queue scenario ([`super::queue`]) if `nats-server` is installed
+    /// (default: every scenario but `demo`).
+    pub queue: bool,
 }
 
 impl LabOptions {
@@ -138,6 +141,7 @@ impl LabOptions {
             service_ms: 50,
             deadline_ms: 1000,
             progress: false,
+            queue: scenario != Scenario::Demo,
         }
     }
 }
@@ -172,6 +176,7 @@ pub fn run(opts: &LabOptions) -> anyhow::Result<LabResults> {
         deadline_ms: opts.deadline_ms,
         seconds,
         runs: Vec::new(),
+        queue: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     for &multiple in opts.scenario.loads() {
@@ -185,6 +190,11 @@ pub fn run(opts: &LabOptions) -> anyhow::Result<LabResults> {
         }
     }
     let _ = std::fs::remove_dir_all(&work);
+    if opts.queue {
+        let mut q = super::queue::QueueOptions::new(seconds.clamp(3, 10));
+        q.progress = opts.progress;
+        results.queue = super::queue::run(&q).context("the queue scenario")?;
+    }
     Ok(results)
 }
 
