@@ -43,7 +43,26 @@ pub(crate) enum Limit {
     Adaptive(AdaptiveLimiter<Box<dyn LimitAlgorithm>, ProxyClock>),
 }
 
+/// A permit (static limit) or an admission (adaptive limit, which learns from its outcome).
+type Taken = (Option<OwnedPermit<ProxyClock>>, Option<adaptive::Admission<ProxyClock>>);
+
 impl Limit {
+    /// A free slot, if there is one and nobody is queued for it.
+    fn take(&self) -> Option<Taken> {
+        match self {
+            Limit::Static(l) => l.try_take_owned().map(|p| (Some(p), None)),
+            Limit::Adaptive(a) => a.try_take().map(|adm| (None, Some(adm))),
+        }
+    }
+
+    /// A slot, waiting in the queue for at most `timeout`.
+    async fn wait(&self, timeout: Duration) -> Result<Taken, Rejected> {
+        match self {
+            Limit::Static(l) => l.acquire_within_owned(timeout).await.map(|p| (Some(p), None)),
+            Limit::Adaptive(a) => a.admit_within(timeout).await.map(|adm| (None, Some(adm))),
+        }
+    }
+
     pub(crate) fn limiter(&self) -> &ConcurrencyLimiter<ProxyClock> {
         match self {
             Limit::Static(l) => l,
@@ -255,33 +274,23 @@ impl Policy {
                         limiter.try_acquire_within_owned(c).map(Some).map_err(|r| (r, Some(class)))
                     }
                     _ => {
-                        let free = match limit {
-                            Limit::Static(l) => l.try_take_owned().map(|p| (Some(p), None)),
-                            Limit::Adaptive(a) => a.try_take().map(|adm| (None, Some(adm))),
-                        };
-                        match free {
+                        let taken = match limit.take() {
                             Some(taken) => Ok(taken),
                             None => {
                                 let queued = limiter.clock().now();
-                                // Boxed: the waiting future (queue node, timer) is large, and the
-                                // free path above should not carry its size in every request.
-                                let taken = match limit {
-                                    Limit::Static(l) => Box::pin(l.acquire_within_owned(config.queue_timeout))
-                                        .await
-                                        .map(|p| (Some(p), None)),
-                                    Limit::Adaptive(a) => Box::pin(a.admit_within(config.queue_timeout))
-                                        .await
-                                        .map(|adm| (None, Some(adm))),
-                                };
+                                // Boxed: the waiting future (queue node, timer) is large, and
+                                // the free path should not carry its size in every request.
+                                let taken = Box::pin(limit.wait(config.queue_timeout)).await;
                                 waited = limiter.clock().now().saturating_sub(queued);
                                 taken
                             }
-                        }
-                        .map(|(permit, adm)| {
-                            admitted.adaptive = adm.map(|adm| (self.clone(), adm));
-                            permit
-                        })
-                        .map_err(|r| (r, None))
+                        };
+                        taken
+                            .map(|(permit, adm)| {
+                                admitted.adaptive = adm.map(|adm| (self.clone(), adm));
+                                permit
+                            })
+                            .map_err(|r| (r, None))
                     }
                 };
             match permit {
