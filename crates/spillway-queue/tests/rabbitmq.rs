@@ -8,12 +8,14 @@
 
 mod common;
 
+use common::{id_of, payload, wait_until};
+
 use lapin::options::{QueueDeclareOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use prometheus_client::registry::Registry;
 use spillway_queue::rabbitmq::{RabbitConsumer, RabbitPublisher};
-use spillway_queue::{Bytes, FlowControl, Message, PauseOn, PublishConfig};
+use spillway_queue::{FlowControl, Message, PauseOn, PublishConfig};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,16 +52,6 @@ async fn ready(conn: &Connection, queue: &str) -> u32 {
     q.message_count()
 }
 
-fn id_of(m: &Message) -> usize {
-    u32::from_be_bytes(m.payload[..4].try_into().unwrap()) as usize
-}
-
-fn payload(id: u32) -> Bytes {
-    let mut v = id.to_be_bytes().to_vec();
-    v.extend_from_slice(&[0u8; 60]);
-    Bytes::from(v)
-}
-
 async fn publish_all(
     conn: &Connection,
     queue: &str,
@@ -76,14 +68,6 @@ async fn publish_all(
     drop(publisher);
     task.await.unwrap().expect("publisher task");
     s
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -207,3 +207,24 @@ pub async fn rabbitmq() -> Broker {
         }
     }
 }
+
+/// The id a test message carries in its first four bytes.
+pub fn id_of(m: &spillway_queue::Message) -> usize {
+    u32::from_be_bytes(m.payload[..4].try_into().unwrap()) as usize
+}
+
+/// A 64-byte message carrying `id`.
+pub fn payload(id: u32) -> spillway_queue::Bytes {
+    let mut v = id.to_be_bytes().to_vec();
+    v.extend_from_slice(&[0u8; 60]);
+    spillway_queue::Bytes::from(v)
+}
+
+/// Polls `done` every 10 ms; fails the test naming `what` after `timeout`.
+pub async fn wait_until(what: &str, timeout: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
