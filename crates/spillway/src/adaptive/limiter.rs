@@ -78,10 +78,13 @@ impl<A: LimitAlgorithm, C: Clock> AdaptiveLimiter<A, C> {
     /// use spillway::limit::ConcurrencyLimiter;
     ///
     /// let limiter = AdaptiveLimiter::new(Vegas::default(), ConcurrencyLimiter::new(1));
-    /// let call = limiter.try_take().unwrap();
-    /// assert!(limiter.try_take().is_none());
+    /// // Every slot of the algorithm's initial limit, then `None`, with no rejection counted.
+    /// let calls: Vec<_> = std::iter::from_fn(|| limiter.try_take()).collect();
+    /// assert_eq!(calls.len(), limiter.limit());
     /// assert_eq!(limiter.limiter().stats().rejected_at_capacity, 0);
-    /// limiter.finish(call, Some(false));
+    /// for call in calls {
+    ///     limiter.finish(call, Some(false));
+    /// }
     /// ```
     pub fn try_take(&self) -> Option<Admission<C>> {
         let permit = self.limiter.try_take_owned()?;
