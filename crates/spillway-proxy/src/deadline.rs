@@ -13,11 +13,16 @@
 //!
 //! A deadline fires between its duration and its duration plus two ticks (20 ms) after it was
 //! set. HTTP/2 connections keep tokio's timers: their streams run on tasks of their own.
+//!
+//! The same registry drains the worker on shutdown ([`Sweeper::drain`]): every connection, of
+//! either protocol, is told to finish what it has in flight and close (hyper's graceful
+//! shutdown: `Connection: close`, or GOAWAY), and [`Sweeper::drained`] waits for the last one.
+//! A flag read on each poll, instead of a shutdown channel polled beside each connection.
 
 use futures_util::task::AtomicWaker;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -31,10 +36,18 @@ const ANSWER: u8 = 2;
 /// A worker's coarse clock and the connections whose deadlines it sweeps.
 #[derive(Debug, Default)]
 pub(crate) struct Sweeper {
-    /// Ticks since the worker started (from 1, so that 0 can mean "no deadline").
-    now: Arc<AtomicU64>,
+    worker: Arc<Worker>,
     /// Live connections, and those closed since the last sweep (dropped at the next one).
     conns: Mutex<Vec<Weak<Deadlines>>>,
+}
+
+/// What every connection of a worker reads.
+#[derive(Debug, Default)]
+struct Worker {
+    /// Ticks since the worker started (from 1, so that 0 can mean "no deadline").
+    now: AtomicU64,
+    /// Shutting down: finish in-flight work and close.
+    draining: AtomicBool,
 }
 
 impl Sweeper {
@@ -42,7 +55,7 @@ impl Sweeper {
     /// (zero: no limit).
     pub(crate) fn register(&self, head_timeout: Duration) -> Arc<Deadlines> {
         let d = Arc::new(Deadlines {
-            now: self.now.clone(),
+            worker: self.worker.clone(),
             head_ticks: if head_timeout.is_zero() { 0 } else { ticks(head_timeout) },
             head_by: AtomicU64::new(0),
             answer_by: AtomicU64::new(0),
@@ -62,8 +75,23 @@ impl Sweeper {
         loop {
             every.tick().await;
             let now = 1 + (start.elapsed().as_millis() / TICK.as_millis()) as u64;
-            self.now.store(now, Relaxed);
+            self.worker.now.store(now, Relaxed);
             self.sweep(now);
+        }
+    }
+
+    /// Tells every connection, present and future, to finish its in-flight work and close.
+    pub(crate) fn drain(&self) {
+        self.worker.draining.store(true, Relaxed);
+        for d in self.conns.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade) {
+            d.waker.wake();
+        }
+    }
+
+    /// Resolves once every registered connection has closed.
+    pub(crate) async fn drained(&self) {
+        while self.conns.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|w| w.strong_count() > 0) {
+            tokio::time::sleep(TICK).await;
         }
     }
 
@@ -86,7 +114,7 @@ fn ticks(d: Duration) -> u64 {
 /// One HTTP/1.1 connection's deadlines. Its requests run one at a time, on its task.
 #[derive(Debug)]
 pub(crate) struct Deadlines {
-    now: Arc<AtomicU64>,
+    worker: Arc<Worker>,
     head_ticks: u64,
     /// Tick by which the next request head must have arrived; 0 while a request is in flight.
     head_by: AtomicU64,
@@ -108,7 +136,7 @@ impl Deadlines {
     /// header read timeout.
     pub(crate) fn idle(&self) {
         if self.head_ticks != 0 {
-            self.head_by.store(self.now.load(Relaxed).max(1) + self.head_ticks, Relaxed);
+            self.head_by.store(self.worker.now.load(Relaxed).max(1) + self.head_ticks, Relaxed);
         }
     }
 
@@ -127,7 +155,7 @@ impl Deadlines {
             return false;
         }
         let by = by.load(Relaxed);
-        if by != 0 && self.now.load(Relaxed) >= by {
+        if by != 0 && self.worker.now.load(Relaxed) >= by {
             return true;
         }
         self.expired.fetch_and(!bit, Relaxed);
@@ -143,7 +171,7 @@ impl Deadlines {
                 self.0.store(0, Relaxed);
             }
         }
-        self.answer_by.store(self.now.load(Relaxed).max(1) + ticks(limit), Relaxed);
+        self.answer_by.store(self.worker.now.load(Relaxed).max(1) + ticks(limit), Relaxed);
         let _clear = Clear(&self.answer_by);
         let mut f = std::pin::pin!(f);
         std::future::poll_fn(|cx| match f.as_mut().poll(cx) {
@@ -155,27 +183,61 @@ impl Deadlines {
     }
 }
 
+/// A connection that can be asked to finish its in-flight work and close.
+pub(crate) trait Drain: Future {
+    /// hyper's graceful shutdown.
+    fn drain(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Drain for hyper::server::conn::http1::Connection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn drain(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B, E> Drain for hyper::server::conn::http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn drain(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// An HTTP/1.1 connection that ends when its head deadline passes.
+    /// A connection that ends when its head deadline passes, and drains when its worker does.
     pub(crate) struct Guarded<F> {
         #[pin]
         conn: F,
         deadlines: Arc<Deadlines>,
         registered: bool,
+        draining: bool,
     }
 }
 
 impl<F> Guarded<F> {
     pub(crate) fn new(conn: F, deadlines: Arc<Deadlines>) -> Self {
-        Self { conn, deadlines, registered: false }
+        Self { conn, deadlines, registered: false, draining: false }
     }
 }
 
-impl<F: Future> Future for Guarded<F> {
+impl<F: Drain> Future for Guarded<F> {
     type Output = Option<F::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         let d = &**this.deadlines;
         // A spawned connection is always polled by its own task: its waker never changes.
         if !*this.registered {
@@ -186,6 +248,10 @@ impl<F: Future> Future for Guarded<F> {
             tracing::debug!("request head not received within the header read timeout");
             return Poll::Ready(None);
         }
+        if !*this.draining && d.worker.draining.load(Relaxed) {
+            *this.draining = true;
+            this.conn.as_mut().drain();
+        }
         this.conn.poll(cx).map(Some)
     }
 }
@@ -193,6 +259,29 @@ impl<F: Future> Future for Guarded<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stand-in connection: `inner`, noting whether it was asked to drain.
+    struct Fake<F> {
+        inner: Pin<Box<F>>,
+        drained: Arc<AtomicBool>,
+    }
+
+    fn fake<F: Future>(inner: F) -> Fake<F> {
+        Fake { inner: Box::pin(inner), drained: Arc::default() }
+    }
+
+    impl<F: Future> Future for Fake<F> {
+        type Output = F::Output;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            self.inner.as_mut().poll(cx)
+        }
+    }
+
+    impl<F: Future> Drain for Fake<F> {
+        fn drain(self: Pin<&mut Self>) {
+            self.drained.store(true, Relaxed);
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_closes_and_a_slow_answer_times_out() {
@@ -204,7 +293,8 @@ mod tests {
         d.busy();
         let started = tokio::time::Instant::now();
         // (On the connection's task, whose waker `Guarded` gives the sweeper.)
-        let slow = Guarded::new(d.within(Duration::from_millis(50), std::future::pending::<()>()), d.clone());
+        let slow =
+            Guarded::new(fake(d.within(Duration::from_millis(50), std::future::pending::<()>())), d.clone());
         assert_eq!(slow.await, Some(Err(())));
         let took = started.elapsed();
         assert!(
@@ -216,7 +306,7 @@ mod tests {
         // Idle: the connection is closed 100 ms (+ up to two ticks) later.
         d.idle();
         let started = tokio::time::Instant::now();
-        let conn = Guarded::new(std::future::pending::<()>(), d.clone());
+        let conn = Guarded::new(fake(std::future::pending::<()>()), d.clone());
         assert_eq!(conn.await, None);
         let took = started.elapsed();
         assert!(
@@ -226,10 +316,36 @@ mod tests {
 
         // A busy connection is left alone however long its request takes.
         d.busy();
-        let busy = Guarded::new(tokio::time::sleep(Duration::from_secs(1)), d.clone());
+        let busy = Guarded::new(fake(tokio::time::sleep(Duration::from_secs(1))), d.clone());
         assert_eq!(busy.await, Some(()));
         drop(d);
         tokio::time::sleep(TICK * 2).await;
         assert!(sweeper.conns.lock().unwrap().is_empty(), "closed connections leave the sweep");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_reaches_every_connection_and_waits_for_the_last() {
+        let sweeper = Arc::new(Sweeper::default());
+        tokio::spawn(sweeper.clone().run());
+        let (a, b) = (sweeper.register(Duration::ZERO), sweeper.register(Duration::ZERO));
+        let conn = fake(tokio::time::sleep(Duration::from_millis(300)));
+        let drained = conn.drained.clone();
+        let running = tokio::spawn(Guarded::new(conn, a));
+        tokio::time::sleep(TICK).await;
+        drop(b); // closed before the drain
+
+        sweeper.drain();
+        let started = tokio::time::Instant::now();
+        sweeper.drained().await;
+        assert!(drained.load(Relaxed), "the live connection was asked to drain");
+        assert!(started.elapsed() >= Duration::from_millis(250), "drained() waited for it to finish");
+        assert_eq!(running.await.unwrap(), Some(()));
+        // A connection registered after the drain began drains at its first poll.
+        let late = fake(std::future::pending::<()>());
+        let late_drained = late.drained.clone();
+        let mut late = std::pin::pin!(Guarded::new(late, sweeper.register(Duration::ZERO)));
+        let polled = std::future::poll_fn(|cx| Poll::Ready(late.as_mut().poll(cx))).await;
+        assert!(polled.is_pending());
+        assert!(late_drained.load(Relaxed));
     }
 }

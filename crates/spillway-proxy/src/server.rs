@@ -4,11 +4,10 @@
 
 use crate::Shared;
 use crate::config::ListenerConfig;
-use crate::deadline::{Guarded, Sweeper};
+use crate::deadline::{Deadlines, Guarded, Sweeper};
 use crate::forward::Conn;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -62,15 +61,13 @@ pub(crate) fn run_worker(
 ) -> io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        let graceful = Arc::new(GracefulShutdown::new());
         let sweeper = Arc::new(Sweeper::default());
         tokio::spawn(sweeper.clone().run());
         let mut loops = tokio::task::JoinSet::new();
         for (index, (socket, config, tls)) in sockets.into_iter().enumerate() {
             let listener = tokio::net::TcpListener::from_std(socket)?;
             let builders = Builders::new(&config);
-            let (shared, graceful, sweeper, mut stop) =
-                (shared.clone(), graceful.clone(), sweeper.clone(), stop.clone());
+            let (shared, sweeper, mut stop) = (shared.clone(), sweeper.clone(), stop.clone());
             loops.spawn(async move {
                 loop {
                     let (stream, peer) = tokio::select! {
@@ -86,10 +83,12 @@ pub(crate) fn run_worker(
                         () = stopped(&mut stop) => break,
                     };
                     let _ = stream.set_nodelay(true);
+                    // Registered at once: the drain waits for it, and its first head is due within
+                    // the header read timeout from now.
+                    let deadlines = sweeper.register(config.header_read_timeout);
                     let conn =
                         Conn { shared: shared.clone(), worker, listener: index, peer, deadlines: None };
-                    let (builders, watcher, sweeper) =
-                        (builders.clone(), graceful.watcher(), sweeper.clone());
+                    let builders = builders.clone();
                     let (tls, handshake) = (tls.clone(), config.header_read_timeout);
                     tokio::spawn(async move {
                         // The protocol: ALPN under TLS; on plain TCP, the HTTP/2 preface or not.
@@ -101,26 +100,24 @@ pub(crate) fn run_worker(
                                     return;
                                 };
                                 let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                                return builders
-                                    .serve(TokioIo::new(stream), h2, conn, &sweeper, watcher)
-                                    .await;
+                                return builders.serve(TokioIo::new(stream), h2, conn, deadlines).await;
                             }
                             None => match tokio::time::timeout(handshake, is_h2_preface(&stream)).await {
                                 Ok(Ok(h2)) => h2,
                                 _ => return,
                             },
                         };
-                        builders.serve(TokioIo::new(stream), h2, conn, &sweeper, watcher).await;
+                        builders.serve(TokioIo::new(stream), h2, conn, deadlines).await;
                     });
                 }
             });
         }
         stopped(&mut stop).await;
         while loops.join_next().await.is_some() {}
-        // Every accept loop has ended and dropped its handle.
-        if let Ok(graceful) = Arc::try_unwrap(graceful)
-            && tokio::time::timeout(grace, graceful.shutdown()).await.is_err()
-        {
+        // Every accept loop has ended: no connection is registered after this drain but those
+        // accepted before it, which drain at their first poll.
+        sweeper.drain();
+        if tokio::time::timeout(grace, sweeper.drained()).await.is_err() {
             tracing::warn!(worker, "grace period over with connections still open");
         }
         Ok(())
@@ -149,9 +146,6 @@ async fn is_h2_preface(stream: &tokio::net::TcpStream) -> io::Result<bool> {
 struct Builders {
     h1: hyper::server::conn::http1::Builder,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
-    /// HTTP/1.1's header read timeout, kept by the worker's sweeper (see `deadline`) rather
-    /// than by hyper, which would arm a timer per request.
-    head_timeout: Duration,
 }
 
 impl Builders {
@@ -172,21 +166,25 @@ impl Builders {
             .max_header_list_size(c.max_header_bytes as u32)
             .keep_alive_interval(Some(c.idle_timeout))
             .keep_alive_timeout(Duration::from_secs(20));
-        Self { h1, h2, head_timeout: c.header_read_timeout }
+        Self { h1, h2 }
     }
 
-    async fn serve<I>(&self, io: I, h2: bool, mut conn: Conn, sweeper: &Sweeper, graceful: Watcher)
+    /// Serves a connection; `deadlines` carry HTTP/1.1's header read timeout (kept by the
+    /// worker's sweeper rather than by hyper, which would arm a timer per request) and the
+    /// worker's drain, for both protocols.
+    async fn serve<I>(&self, io: I, h2: bool, mut conn: Conn, deadlines: Arc<Deadlines>)
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
         if h2 {
+            // HTTP/2 has no head deadline (its streams use tokio's timers, and pings).
+            deadlines.busy();
             let svc = service(Arc::new(conn));
-            let _ = graceful.watch(self.h2.serve_connection(io, svc)).await;
+            let _ = Guarded::new(self.h2.serve_connection(io, svc), deadlines).await;
         } else {
-            let deadlines = sweeper.register(self.head_timeout);
             conn.deadlines = Some(deadlines.clone());
             let svc = service(Arc::new(conn));
-            let _ = Guarded::new(graceful.watch(self.h1.serve_connection(io, svc)), deadlines).await;
+            let _ = Guarded::new(self.h1.serve_connection(io, svc), deadlines).await;
         }
     }
 }
