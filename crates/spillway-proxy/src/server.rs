@@ -89,7 +89,11 @@ pub(crate) fn run_worker(
                     let conn =
                         Conn { shared: shared.clone(), worker, listener: index, peer, deadlines: None };
                     let builders = builders.clone();
-                    let (tls, handshake) = (tls.clone(), config.header_read_timeout);
+                    // The TLS handshake and the first bytes fall under the header read timeout
+                    // (zero turns it off).
+                    let handshake =
+                        Some(config.header_read_timeout).filter(|t| !t.is_zero()).unwrap_or(Duration::MAX);
+                    let tls = tls.clone();
                     tokio::spawn(async move {
                         // The protocol: ALPN under TLS; on plain TCP, the HTTP/2 preface or not.
                         let h2 = match tls {

@@ -227,6 +227,39 @@ async fn a_consumer_killed_mid_batch_gets_its_messages_redelivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_message_is_given_back_and_handled_on_redelivery() {
+    const N: u32 = 200;
+    let broker = common::nats().await;
+    let (_client, js, stream) = setup(&broker, "FLAKY").await;
+    publish_all(&js, "FLAKY.x", N, PublishConfig::new("p")).await;
+    let flow = FlowControl::builder("flaky").limit(LIMIT).build();
+    let consumer = NatsConsumer::create(&stream, "flaky", flow.clone(), NatsOptions::default().batch(BATCH))
+        .await
+        .unwrap();
+    let flaky = common::Flaky::new(N);
+    let f = flaky.clone();
+    let running = tokio::spawn(async move {
+        consumer
+            .run(move |m: Message| {
+                let r = f.handle(&m);
+                async move { r }
+            })
+            .await
+    });
+    wait_until("every message handled", Duration::from_secs(20), || {
+        flow.snapshot().processed_total >= u64::from(N)
+    })
+    .await;
+    running.abort();
+    let s = flow.snapshot();
+    flaky.check(s.failed_total);
+    assert_eq!((s.processed_total, s.lag), (u64::from(N), 0));
+    let mut info_consumer: jetstream::consumer::PullConsumer = stream.get_consumer("flaky").await.unwrap();
+    let info = info_consumer.info().await.unwrap();
+    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0), "{info:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_bounds_unconfirmed_publishes_and_every_message_is_confirmed() {
     const N: u32 = 5_000;
     const WINDOW: usize = 16;

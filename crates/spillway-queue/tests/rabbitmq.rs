@@ -75,6 +75,8 @@ async fn rabbitmq_scenarios() {
     let broker = common::rabbitmq().await;
     eprintln!("== slow consumer, fast producer");
     slow_consumer_stays_bounded_and_handles_every_message_exactly_once(&broker).await;
+    eprintln!("== a failed message is nack'ed and redelivered");
+    a_failed_message_is_given_back_and_handled_on_redelivery(&broker).await;
     eprintln!("== consumer killed mid-batch");
     a_consumer_killed_mid_batch_gets_its_messages_redelivered(&broker).await;
     eprintln!("== bounded publisher with confirms");
@@ -152,6 +154,38 @@ async fn slow_consumer_stays_bounded_and_handles_every_message_exactly_once(brok
     assert!(got.is_err(), "the second consumer stopped: {got:?}");
     assert_eq!(second_flow.snapshot().fetched_total, 0);
     producer_conn.close(200, "done".into()).await.unwrap();
+}
+
+async fn a_failed_message_is_given_back_and_handled_on_redelivery(broker: &common::Broker) {
+    const N: u32 = 200;
+    let queue = "flaky";
+    let conn = connect(broker).await;
+    declare(&conn, queue).await;
+    publish_all(&conn, queue, N, PublishConfig::new("p")).await;
+    let ch = conn.create_channel().await.unwrap();
+    let flow = FlowControl::builder("flaky").limit(LIMIT).build();
+    let consumer = RabbitConsumer::start(&ch, queue, PREFETCH, flow.clone()).await.unwrap();
+    let flaky = common::Flaky::new(N);
+    let f = flaky.clone();
+    let running = tokio::spawn(async move {
+        consumer
+            .run(move |m: Message| {
+                let r = f.handle(&m);
+                async move { r }
+            })
+            .await
+    });
+    wait_until("every message handled", Duration::from_secs(20), || {
+        flow.snapshot().processed_total >= u64::from(N)
+    })
+    .await;
+    running.abort();
+    let s = flow.snapshot();
+    flaky.check(s.failed_total);
+    assert_eq!((s.processed_total, s.lag), (u64::from(N), 0));
+    let _ = ch.close(200, "done".into()).await;
+    assert_eq!(ready(&conn, queue).await, 0);
+    let _ = conn.close(200, "done".into()).await;
 }
 
 async fn a_consumer_killed_mid_batch_gets_its_messages_redelivered(broker: &common::Broker) {

@@ -76,9 +76,12 @@ pub struct ListenerConfig {
     pub listen: SocketAddr,
     /// TLS (HTTP/1.1 and HTTP/2 by ALPN); plain listeners speak HTTP/1.1 and h2c.
     pub tls: Option<TlsConfig>,
-    /// The time a client has to send a request's headers (slowloris guard).
+    /// The time a client has to finish the TLS handshake and send a request's headers, counted
+    /// from the accept or from the end of the previous response (slowloris guard; it also
+    /// closes idle HTTP/1.1 keep-alive connections). Zero turns it off.
     pub header_read_timeout: Duration,
-    /// A connection with no request in flight for this long is closed.
+    /// HTTP/2: the interval of keep-alive pings (a peer that does not answer one within 20 s is
+    /// closed).
     pub idle_timeout: Duration,
     /// Header bytes per request (431 beyond).
     pub max_header_bytes: usize,

@@ -228,3 +228,50 @@ pub async fn wait_until(what: &str, timeout: std::time::Duration, mut done: impl
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// Handler bookkeeping for the failure tests: every tenth id fails its first attempt.
+#[derive(Debug)]
+pub struct Flaky {
+    pub attempts: Vec<std::sync::atomic::AtomicU32>,
+    pub succeeded: Vec<std::sync::atomic::AtomicU32>,
+    pub redelivered_ok: std::sync::atomic::AtomicU32,
+}
+
+impl Flaky {
+    pub fn new(n: u32) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            attempts: (0..n).map(|_| Default::default()).collect(),
+            succeeded: (0..n).map(|_| Default::default()).collect(),
+            redelivered_ok: Default::default(),
+        })
+    }
+
+    /// Handles `m`: `Err` on the first attempt at every tenth id, `Ok` otherwise.
+    pub fn handle(&self, m: &spillway_queue::Message) -> Result<(), ()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let id = id_of(m);
+        if self.attempts[id].fetch_add(1, Relaxed) == 0 && id.is_multiple_of(10) {
+            return Err(());
+        }
+        if m.redelivered && id.is_multiple_of(10) {
+            self.redelivered_ok.fetch_add(1, Relaxed);
+        }
+        self.succeeded[id].fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Every id succeeded exactly once, and each failed one came back flagged as redelivered.
+    pub fn check(&self, failed_total: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (id, n) in self.succeeded.iter().enumerate() {
+            assert_eq!(n.load(Relaxed), 1, "message {id} succeeded {} times", n.load(Relaxed));
+        }
+        let failing = self.succeeded.len().div_ceil(10) as u64;
+        assert_eq!(failed_total, failing, "one failure per tenth id");
+        assert_eq!(
+            u64::from(self.redelivered_ok.load(Relaxed)),
+            failing,
+            "failed ids come back as redeliveries"
+        );
+    }
+}
