@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# No debug line tables in this run's release builds (the profile keeps them for profiling):
+# less to compile and link, and every step below shares the one build.
+export CARGO_PROFILE_RELEASE_DEBUG=false
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is required (https://rustup.rs)" >&2
   exit 1
