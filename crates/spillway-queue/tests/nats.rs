@@ -269,26 +269,7 @@ async fn publisher_bounds_unconfirmed_publishes_and_every_message_is_confirmed()
     let (publisher, task) = NatsPublisher::spawn(js.clone(), "PUB.x", config);
     let mut registry = Registry::default();
     publisher.register(&mut registry);
-    let mut refused = 0;
-    for id in 0..N {
-        // Half through try_publish (hands the message back when full), half through publish (waits).
-        if id % 2 == 0 {
-            if let Err(e) = publisher.try_publish(payload(id)) {
-                refused += 1;
-                publisher.publish(e.into_inner()).await.unwrap();
-            }
-        } else {
-            publisher.publish(payload(id)).await.unwrap();
-        }
-        let s = publisher.snapshot();
-        assert!(s.unconfirmed <= WINDOW as u64 && s.buffered <= 64, "{s:?}");
-    }
-    publisher.flush().await;
-    let s = publisher.snapshot();
-    eprintln!("nats publisher: {s:?}, refused by try_publish then published: {refused}");
-    assert_eq!((s.confirmed_total, s.failed_total, s.unconfirmed, s.buffered), (u64::from(N), 0, 0, 0));
-    assert!(s.peak_unconfirmed <= WINDOW as u64 && s.peak_unconfirmed >= 2, "{s:?}");
-    assert_eq!(s.rejected_total, refused);
+    common::publish_bounded(&publisher, N, 64, WINDOW).await;
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     assert!(

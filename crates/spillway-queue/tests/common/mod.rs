@@ -275,3 +275,34 @@ impl Flaky {
         );
     }
 }
+
+/// Publishes ids `0..n`, half through `try_publish` (published with `publish` when handed back)
+/// and half through `publish`, checking the buffer and the unconfirmed window after each; then
+/// flushes and checks that all were confirmed within the window. Returns the final snapshot.
+pub async fn publish_bounded(
+    publisher: &spillway_queue::Publisher,
+    n: u32,
+    buffer: usize,
+    window: usize,
+) -> spillway_queue::PublishSnapshot {
+    let mut refused = 0;
+    for id in 0..n {
+        if id % 2 == 0 {
+            if let Err(e) = publisher.try_publish(payload(id)) {
+                refused += 1;
+                publisher.publish(e.into_inner()).await.unwrap();
+            }
+        } else {
+            publisher.publish(payload(id)).await.unwrap();
+        }
+        let s = publisher.snapshot();
+        assert!(s.unconfirmed <= window as u64 && s.buffered <= buffer as u64, "{s:?}");
+    }
+    publisher.flush().await;
+    let s = publisher.snapshot();
+    eprintln!("publisher: {s:?}, refused by try_publish then published: {refused}");
+    assert_eq!((s.confirmed_total, s.failed_total, s.unconfirmed, s.buffered), (u64::from(n), 0, 0, 0));
+    assert!(s.peak_unconfirmed <= window as u64 && s.peak_unconfirmed >= 2, "{s:?}");
+    assert_eq!(s.rejected_total, refused);
+    s
+}
