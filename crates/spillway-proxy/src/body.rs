@@ -59,9 +59,7 @@ impl ProxyBody {
     pub(crate) fn upstream(body: Incoming, held: Held) -> Self {
         Self { kind: Kind::Upstream { body, held: Some(held) }, conn: None }
     }
-}
 
-impl ProxyBody {
     /// Marks `conn` idle (its next head due) when this body is dropped.
     pub(crate) fn on_drop(&mut self, conn: Arc<Conn>) {
         self.conn = Some(conn);

@@ -111,7 +111,8 @@ fn ticks(d: Duration) -> u64 {
     (d.as_nanos().div_ceil(TICK.as_nanos()) as u64).saturating_add(1)
 }
 
-/// One HTTP/1.1 connection's deadlines. Its requests run one at a time, on its task.
+/// One connection's deadlines (HTTP/1.1; an HTTP/2 connection uses only the drain). Its
+/// requests run one at a time, on its task.
 #[derive(Debug)]
 pub(crate) struct Deadlines {
     worker: Arc<Worker>,
@@ -140,9 +141,18 @@ impl Deadlines {
         }
     }
 
+    /// The deadline `bit` names.
+    fn deadline(&self, bit: u8) -> &AtomicU64 {
+        if bit == HEAD { &self.head_by } else { &self.answer_by }
+    }
+
+    /// Whether deadline `bit` is set and `now` has reached it.
+    fn due(&self, bit: u8, now: u64) -> bool {
+        matches!(self.deadline(bit).load(Relaxed), by if by != 0 && now >= by)
+    }
+
     fn check(&self, now: u64) {
-        let due = |by: &AtomicU64| matches!(by.load(Relaxed), by if by != 0 && now >= by);
-        let fired = if due(&self.head_by) { HEAD } else { 0 } | if due(&self.answer_by) { ANSWER } else { 0 };
+        let fired = [HEAD, ANSWER].into_iter().filter(|&bit| self.due(bit, now)).fold(0, |a, b| a | b);
         if fired != 0 {
             self.expired.fetch_or(fired, Relaxed);
             self.waker.wake();
@@ -150,12 +160,11 @@ impl Deadlines {
     }
 
     /// Whether deadline `bit` fired and still holds (it may have been cleared since).
-    fn expired(&self, bit: u8, by: &AtomicU64) -> bool {
+    fn expired(&self, bit: u8) -> bool {
         if self.expired.load(Relaxed) & bit == 0 {
             return false;
         }
-        let by = by.load(Relaxed);
-        if by != 0 && self.worker.now.load(Relaxed) >= by {
+        if self.due(bit, self.worker.now.load(Relaxed)) {
             return true;
         }
         self.expired.fetch_and(!bit, Relaxed);
@@ -176,7 +185,7 @@ impl Deadlines {
         let mut f = std::pin::pin!(f);
         std::future::poll_fn(|cx| match f.as_mut().poll(cx) {
             Poll::Ready(out) => Poll::Ready(Ok(out)),
-            Poll::Pending if self.expired(ANSWER, &self.answer_by) => Poll::Ready(Err(())),
+            Poll::Pending if self.expired(ANSWER) => Poll::Ready(Err(())),
             Poll::Pending => Poll::Pending,
         })
         .await
@@ -244,7 +253,7 @@ impl<F: Drain> Future for Guarded<F> {
             d.waker.register(cx.waker());
             *this.registered = true;
         }
-        if d.expired(HEAD, &d.head_by) {
+        if d.expired(HEAD) {
             tracing::debug!("request head not received within the header read timeout");
             return Poll::Ready(None);
         }

@@ -68,6 +68,10 @@ pub(crate) fn run_worker(
             let listener = tokio::net::TcpListener::from_std(socket)?;
             let builders = Builders::new(&config);
             let (shared, sweeper, mut stop) = (shared.clone(), sweeper.clone(), stop.clone());
+            // The TLS handshake and the first bytes fall under the header read timeout (zero
+            // turns it off).
+            let handshake =
+                Some(config.header_read_timeout).filter(|t| !t.is_zero()).unwrap_or(Duration::MAX);
             loops.spawn(async move {
                 loop {
                     let (stream, peer) = tokio::select! {
@@ -89,10 +93,6 @@ pub(crate) fn run_worker(
                     let conn =
                         Conn { shared: shared.clone(), worker, listener: index, peer, deadlines: None };
                     let builders = builders.clone();
-                    // The TLS handshake and the first bytes fall under the header read timeout
-                    // (zero turns it off).
-                    let handshake =
-                        Some(config.header_read_timeout).filter(|t| !t.is_zero()).unwrap_or(Duration::MAX);
                     let tls = tls.clone();
                     tokio::spawn(async move {
                         // The protocol: ALPN under TLS; on plain TCP, the HTTP/2 preface or not.

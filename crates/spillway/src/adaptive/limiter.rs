@@ -66,7 +66,7 @@ impl<A: LimitAlgorithm, C: Clock> AdaptiveLimiter<A, C> {
     /// ```
     pub fn try_admit(&self) -> Result<Admission<C>, Rejected> {
         let permit = self.limiter.try_acquire_owned()?;
-        Ok(Admission { permit, in_flight: self.limiter.in_flight(), start: self.clock.now_precise() })
+        Ok(self.admission(permit))
     }
 
     /// [`try_admit`](Self::try_admit) for callers that fall back to
@@ -88,7 +88,7 @@ impl<A: LimitAlgorithm, C: Clock> AdaptiveLimiter<A, C> {
     /// ```
     pub fn try_take(&self) -> Option<Admission<C>> {
         let permit = self.limiter.try_take_owned()?;
-        Some(Admission { permit, in_flight: self.limiter.in_flight(), start: self.clock.now_precise() })
+        Some(self.admission(permit))
     }
 
     /// [`try_admit`](Self::try_admit), waiting in the limiter's queue (if it has one) for at
@@ -96,7 +96,12 @@ impl<A: LimitAlgorithm, C: Clock> AdaptiveLimiter<A, C> {
     #[cfg(all(feature = "async", not(loom)))]
     pub async fn admit_within(&self, remaining: Duration) -> Result<Admission<C>, Rejected> {
         let permit = self.limiter.acquire_within_owned(remaining).await?;
-        Ok(Admission { permit, in_flight: self.limiter.in_flight(), start: self.clock.now_precise() })
+        Ok(self.admission(permit))
+    }
+
+    /// A permit just taken, dated now, with the in-flight count it joined.
+    fn admission(&self, permit: OwnedPermit<C>) -> Admission<C> {
+        Admission { permit, in_flight: self.limiter.in_flight(), start: self.clock.now_precise() }
     }
 
     /// Releases an [`Admission`] and, given `Some(dropped)`, feeds its latency and outcome to
