@@ -4,7 +4,9 @@
 //!   and its pooled connection until the last frame), or a short answer of our own.
 //! - [`UpstreamBody`]: what the upstream receives: the client's body, cut off at the byte cap.
 
-use crate::forward::{Conn, Held};
+use crate::forward::Conn;
+use crate::policy::Admitted;
+use crate::upstream::{BoxError, Reply};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -21,7 +23,12 @@ pub struct ProxyBody {
 
 enum Kind {
     Full(Option<Bytes>),
-    Upstream { body: Incoming, held: Option<Held> },
+    /// The upstream's answer, and the request's admission (permits, bulkhead slot), released
+    /// with its last frame.
+    Upstream {
+        body: Reply,
+        admitted: Option<Admitted>,
+    },
 }
 
 impl std::fmt::Debug for ProxyBody {
@@ -55,9 +62,9 @@ impl ProxyBody {
         Self { kind: Kind::Full(Some(b.into())), conn: None }
     }
 
-    /// The upstream's body; `held` is released when it ends (or is dropped half-read).
-    pub(crate) fn upstream(body: Incoming, held: Held) -> Self {
-        Self { kind: Kind::Upstream { body, held: Some(held) }, conn: None }
+    /// The upstream's body; `admitted` is released when it ends (or is dropped half-read).
+    pub(crate) fn upstream(body: Reply, admitted: Admitted) -> Self {
+        Self { kind: Kind::Upstream { body, admitted: Some(admitted) }, conn: None }
     }
 
     /// Marks `conn` idle (its next head due) when this body is dropped.
@@ -71,30 +78,23 @@ impl Drop for ProxyBody {
         if let Some(d) = self.conn.as_ref().and_then(|c| c.deadlines.as_ref()) {
             d.idle();
         }
-        // hyper stops polling once `is_end_stream` says so: that is a clean end too.
-        if let Kind::Upstream { body, held: Some(held) } = &mut self.kind {
-            held.end(body.is_end_stream());
-        }
     }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.kind {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { body, held } => {
+            Kind::Upstream { body, admitted } => {
                 let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
-                let clean = frame.is_none() || (matches!(frame, Some(Ok(_))) && body.is_end_stream());
-                if (clean || matches!(frame, Some(Err(_))))
-                    && let Some(mut h) = held.take()
-                {
-                    h.end(clean);
+                if !matches!(frame, Some(Ok(_))) || body.is_end_stream() {
+                    drop(admitted.take());
                 }
                 Poll::Ready(frame)
             }

@@ -37,6 +37,8 @@ pub(crate) enum ProxyError {
     UpstreamTimeout,
     #[error("upstream failed: {0}")]
     Upstream(hyper::Error),
+    #[error("upstream failed: {0}")]
+    Exchange(crate::h1::Error),
 }
 
 impl ProxyError {
@@ -56,7 +58,9 @@ impl ProxyError {
                 (StatusCode::SERVICE_UNAVAILABLE, "14", "upstream connections exhausted\n")
             }
             ProxyError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "4", "upstream timed out\n"),
-            ProxyError::Upstream(_) => (StatusCode::BAD_GATEWAY, "14", "upstream failed\n"),
+            ProxyError::Upstream(_) | ProxyError::Exchange(_) => {
+                (StatusCode::BAD_GATEWAY, "14", "upstream failed\n")
+            }
         };
         let mut resp = if grpc {
             let mut r = Response::new(ProxyBody::empty());
@@ -89,6 +93,7 @@ impl ProxyError {
                 | ProxyError::ConnectTimeout
                 | ProxyError::UpstreamTimeout
                 | ProxyError::Upstream(_)
+                | ProxyError::Exchange(_)
         )
     }
 }

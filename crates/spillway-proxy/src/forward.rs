@@ -1,13 +1,11 @@
 //! One request's path through the proxy: route, cap, admit, forward, answer.
 
 use crate::Shared;
-use crate::body::{ProxyBody, TooLarge, UpstreamBody};
+use crate::body::{ProxyBody, TooLarge};
 use crate::config::Protocol;
 use crate::deadline::Deadlines;
 use crate::error::ProxyError;
 use crate::metrics::Outcome;
-use crate::policy::Admitted;
-use crate::upstream::Pooled;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
@@ -15,26 +13,6 @@ use spillway_tower::http::is_grpc;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-/// What a streamed response holds until its last frame: the request's admission (permits,
-/// bulkhead slot) and the upstream connection, which goes back to the pool only after a
-/// clean end.
-#[derive(Debug)]
-pub(crate) struct Held {
-    admitted: Admitted,
-    pooled: Option<Pooled>,
-}
-
-impl Held {
-    pub(crate) fn end(&mut self, clean: bool) {
-        if let Some(p) = self.pooled.take()
-            && clean
-        {
-            p.release();
-        }
-        drop(std::mem::take(&mut self.admitted));
-    }
-}
 
 /// Hop-by-hop fields, never forwarded (RFC 9110 §7.6.1), each with its bit; `te` is kept when
 /// it says `trailers`, which gRPC needs end to end.
@@ -163,15 +141,14 @@ async fn serve(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
             parts.uri = absolute(&parts.uri, &parts.headers, upstream.config.addrs[0]);
         }
     }
-    let req = Request::from_parts(parts, UpstreamBody::new(body, cap));
-    let send = upstream.send(worker, req);
+    let send = upstream.send(worker, parts, body, cap);
     let sent = match &conn.deadlines {
         Some(d) => d.within(route.config.timeout, send).await,
         None => tokio::time::timeout(route.config.timeout, send).await.map_err(drop),
     };
     let result = sent.unwrap_or(Err(ProxyError::UpstreamTimeout));
     match result {
-        Ok((resp, pooled)) => {
+        Ok(resp) => {
             let status = resp.status();
             admitted.record(status.is_server_error());
             metrics.duration.observe(started.elapsed().as_secs_f64());
@@ -184,7 +161,7 @@ async fn serve(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
             });
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, ProxyBody::upstream(body, Held { admitted, pooled }))
+            Response::from_parts(parts, ProxyBody::upstream(body, admitted))
         }
         Err(e) => {
             if let ProxyError::Upstream(he) = &e

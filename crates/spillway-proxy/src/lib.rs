@@ -27,6 +27,7 @@ pub mod config;
 mod deadline;
 mod error;
 mod forward;
+mod h1;
 mod metrics;
 mod policy;
 mod server;

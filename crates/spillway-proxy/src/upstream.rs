@@ -5,18 +5,27 @@
 //! the lock is never contended): checking a connection out is a pop, giving it back a push.
 //! HTTP/1.1 connections carry one request at a time and return to the list when the response
 //! body has been read to its end; an h2c upstream has one multiplexed connection per worker.
+//!
+//! A request without a body to an HTTP/1.1 upstream is exchanged in its own task ([`crate::h1`]);
+//! one with a body goes through hyper's client, which writes the body while it watches for an
+//! early answer. Each kind keeps its own idle list.
 
 use crate::body::UpstreamBody;
 use crate::config::{Protocol, UpstreamConfig};
 use crate::error::ProxyError;
+use crate::h1;
 use crate::policy::ProxyClock;
-use http::{Request, Response};
+use bytes::Bytes;
+use http::{Request, Response, request};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use spillway::breaker::CircuitBreaker;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 
 /// One upstream's live state.
 #[derive(Debug)]
@@ -32,8 +41,73 @@ pub(crate) struct Upstream {
 
 #[derive(Debug, Default)]
 struct Idle {
-    h1: Vec<http1::SendRequest<UpstreamBody>>,
+    /// For requests without a body.
+    h1: Vec<h1::Conn>,
+    /// For requests with one, driven by hyper.
+    h1_hyper: Vec<http1::SendRequest<UpstreamBody>>,
     h2: Option<http2::SendRequest<UpstreamBody>>,
+}
+
+/// An upstream's answer body; the connection it came on goes back to the pool after a clean
+/// end.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    H1(h1::Body),
+    Hyper { body: Incoming, pooled: Option<Pooled> },
+}
+
+/// A failure of either kind of reply body.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Body for Reply {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Reply::H1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Reply::Hyper { body, pooled } => {
+                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+                let clean = frame.is_none() || (matches!(frame, Some(Ok(_))) && body.is_end_stream());
+                if (clean || matches!(frame, Some(Err(_))))
+                    && let Some(p) = pooled.take()
+                    && clean
+                {
+                    p.release();
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Reply::H1(body) => body.is_end_stream(),
+            Reply::Hyper { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Reply::H1(body) => body.size_hint(),
+            Reply::Hyper { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        // hyper stops polling once `is_end_stream` says so: that is a clean end too.
+        if let Reply::Hyper { body, pooled } = self
+            && body.is_end_stream()
+            && let Some(p) = pooled.take()
+        {
+            p.release();
+        }
+    }
 }
 
 /// A connection checked out for one request, given back by [`Pooled::release`].
@@ -52,14 +126,23 @@ impl Pooled {
         }
         let mut idle = self.upstream.idle[self.worker].lock().unwrap_or_else(|e| e.into_inner());
         // Bounded: never more idle than may be open.
-        if idle.h1.len() < self.upstream.config.max_connections {
-            idle.h1.push(self.sender);
+        if idle.h1_hyper.len() < self.upstream.config.max_connections {
+            idle.h1_hyper.push(self.sender);
         }
     }
 }
 
-/// Counts an open connection until its task ends.
-struct OpenGuard(Arc<AtomicUsize>);
+/// Counts an open connection until it closes.
+#[derive(Debug)]
+pub(crate) struct OpenGuard(Arc<AtomicUsize>);
+
+#[cfg(test)]
+impl OpenGuard {
+    /// A guard over a count the caller has already raised.
+    pub(crate) fn new(open: Arc<AtomicUsize>) -> Self {
+        Self(open)
+    }
+}
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
@@ -90,12 +173,18 @@ impl Upstream {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Sends `req` on worker `worker`'s pool.
+    /// Sends a request on worker `worker`'s pool; its body is refused past `cap` bytes.
     pub(crate) async fn send(
         self: &Arc<Self>,
         worker: usize,
-        mut req: Request<UpstreamBody>,
-    ) -> Result<(Response<Incoming>, Option<Pooled>), ProxyError> {
+        parts: request::Parts,
+        body: Incoming,
+        cap: u64,
+    ) -> Result<Response<Reply>, ProxyError> {
+        if self.config.protocol == Protocol::Http1 && body.is_end_stream() {
+            return self.exchange_h1(worker, &parts).await;
+        }
+        let mut req = Request::from_parts(parts, UpstreamBody::new(body, cap));
         if self.config.protocol == Protocol::H2c {
             let mut sender = match self.h2_open(worker) {
                 Some(s) => s,
@@ -103,17 +192,21 @@ impl Upstream {
                 // be carried by every request.
                 None => Box::pin(self.connect_h2(worker)).await?,
             };
-            return sender.send_request(req).await.map(|r| (r, None)).map_err(ProxyError::Upstream);
+            let resp = sender.send_request(req).await.map_err(ProxyError::Upstream)?;
+            return Ok(resp.map(|body| Reply::Hyper { body, pooled: None }));
         }
         // A pooled connection may have been closed by the upstream while idle; a request it
         // refused before sending anything is retried once on a fresh connection.
         for attempt in 0..2 {
-            let (mut sender, reused) = match self.checkout(worker).await {
+            let (mut sender, reused) = match self.checkout_hyper(worker).await {
                 Some(s) if attempt == 0 => (s, true),
                 _ => (Box::pin(self.connect_h1()).await?, false),
             };
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Some(Pooled { upstream: self.clone(), worker, sender }))),
+                Ok(resp) => {
+                    let pooled = Some(Pooled { upstream: self.clone(), worker, sender });
+                    return Ok(resp.map(|body| Reply::Hyper { body, pooled }));
+                }
                 Err(mut e) => match e.take_message() {
                     Some(r) if reused => req = r,
                     _ => return Err(ProxyError::Upstream(e.into_error())),
@@ -123,11 +216,59 @@ impl Upstream {
         unreachable!("the second attempt uses a fresh connection and returns")
     }
 
-    /// An idle connection: most recently used first (warm, least likely closed by the peer).
-    /// One given back a moment ago may still be finishing its last response; wait for that.
-    async fn checkout(&self, worker: usize) -> Option<http1::SendRequest<UpstreamBody>> {
+    /// A bodiless request to an HTTP/1.1 upstream, exchanged in the caller's task. A reused
+    /// connection the upstream closed before answering is retried once on a fresh one, if
+    /// the method is idempotent (RFC 9110 §9.2.2).
+    async fn exchange_h1(
+        self: &Arc<Self>,
+        worker: usize,
+        parts: &request::Parts,
+    ) -> Result<Response<Reply>, ProxyError> {
+        for attempt in 0..2 {
+            let pooled = if attempt == 0 { self.checkout_h1(worker) } else { None };
+            let reused = pooled.is_some();
+            let conn = match pooled {
+                Some(c) => c,
+                None => {
+                    let (io, open) = Box::pin(self.dial()).await?;
+                    h1::Conn::new(io, open)
+                }
+            };
+            match conn.exchange(parts, Some((self.clone(), worker))).await {
+                Ok(resp) => return Ok(resp.map(Reply::H1)),
+                Err(h1::Error::Stale(_)) if reused && parts.method.is_idempotent() => {}
+                Err(e) => return Err(ProxyError::Exchange(e)),
+            }
+        }
+        unreachable!("the second attempt uses a fresh connection and returns")
+    }
+
+    /// An idle connection for a bodiless request: most recently used first.
+    fn checkout_h1(&self, worker: usize) -> Option<h1::Conn> {
+        let mut idle = self.idle[worker].lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(c) = idle.h1.pop() {
+            if c.is_usable() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// An answer was read to its end: `conn` can carry the next request.
+    pub(crate) fn give_back(&self, worker: usize, conn: h1::Conn) {
+        let mut idle = self.idle[worker].lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: never more idle than may be open.
+        if idle.h1.len() < self.config.max_connections {
+            idle.h1.push(conn);
+        }
+    }
+
+    /// An idle hyper connection: most recently used first (warm, least likely closed by the
+    /// peer). One given back a moment ago may still be finishing its last response; wait for
+    /// that.
+    async fn checkout_hyper(&self, worker: usize) -> Option<http1::SendRequest<UpstreamBody>> {
         loop {
-            let mut s = self.idle[worker].lock().unwrap_or_else(|e| e.into_inner()).h1.pop()?;
+            let mut s = self.idle[worker].lock().unwrap_or_else(|e| e.into_inner()).h1_hyper.pop()?;
             if s.is_ready() || (!s.is_closed() && s.ready().await.is_ok()) {
                 return Some(s);
             }
@@ -143,7 +284,7 @@ impl Upstream {
         let (io, guard) = self.dial().await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .handshake(io)
+            .handshake(TokioIo::new(io))
             .await
             .map_err(ProxyError::Upstream)?;
         tokio::spawn(async move {
@@ -156,8 +297,11 @@ impl Upstream {
 
     async fn connect_h1(&self) -> Result<http1::SendRequest<UpstreamBody>, ProxyError> {
         let (io, guard) = self.dial().await?;
-        let (sender, conn) =
-            http1::Builder::new().writev(false).handshake(io).await.map_err(ProxyError::Upstream)?;
+        let (sender, conn) = http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(ProxyError::Upstream)?;
         tokio::spawn(async move {
             let _ = conn.await;
             drop(guard);
@@ -165,7 +309,7 @@ impl Upstream {
         Ok(sender)
     }
 
-    async fn dial(&self) -> Result<(TokioIo<tokio::net::TcpStream>, OpenGuard), ProxyError> {
+    async fn dial(&self) -> Result<(tokio::net::TcpStream, OpenGuard), ProxyError> {
         if self.open.fetch_add(1, Ordering::Relaxed) >= self.config.max_connections {
             self.open.fetch_sub(1, Ordering::Relaxed);
             return Err(ProxyError::PoolExhausted);
@@ -178,6 +322,6 @@ impl Upstream {
             .map_err(|_| ProxyError::ConnectTimeout)?
             .map_err(ProxyError::Connect)?;
         let _ = stream.set_nodelay(true);
-        Ok((TokioIo::new(stream), guard))
+        Ok((stream, guard))
     }
 }

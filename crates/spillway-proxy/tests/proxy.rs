@@ -552,3 +552,98 @@ upstream = "grpc"
     assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello"[..]));
     stop(proxy).await;
 }
+
+/// An HTTP/1.1 upstream written by hand, to answer in shapes a well-behaved server never
+/// would. Each connection serves requests until an answer says to close it; counts connections.
+async fn scripted_upstream() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                loop {
+                    let mut head = Vec::new();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        let mut b = [0u8; 1];
+                        if s.read(&mut b).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(b[0]);
+                    }
+                    let line = String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_string();
+                    let (answer, close): (&[u8], bool) = match line.split(' ').nth(1).unwrap_or_default() {
+                        "/smuggle" => (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", true),
+                        "/twice" => (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", true),
+                        "/interim" => (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
+                        "/chunked" => (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n3;x=y\r\n!!!\r\n0\r\nT: 1\r\n\r\n", false),
+                        "/eof" => (b"HTTP/1.1 200 OK\r\n\r\nuntil the close", true),
+                        "/cut" => (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", true),
+                        // A keep-alive answer, then the upstream closes anyway, as one does when
+                        // its idle timeout fires.
+                        "/then-close" => (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true),
+                        _ => (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false),
+                    };
+                    let answer = if line.starts_with("HEAD ") { &answer[..answer.len() - 5] } else { answer };
+                    if s.write_all(answer).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_framing_is_checked_and_closed_connections_are_replaced() {
+    let (up, conns) = scripted_upstream().await;
+    let proxy = proxy(&config("[[routes]]\nlistener = \"web\"\nupstream = \"app\"\n"), up);
+    let addr = proxy.listener_addr("web").unwrap();
+
+    // Answers that could smuggle a second one onto the connection: 502, never passed on.
+    assert_eq!(get(addr, "/smuggle").await.0, StatusCode::BAD_GATEWAY);
+    assert_eq!(get(addr, "/twice").await.0, StatusCode::BAD_GATEWAY);
+    // Interim answers are skipped; chunked bodies are decoded (extensions and trailers dropped).
+    assert_eq!(&get(addr, "/interim").await.2[..], b"ok");
+    assert_eq!(&get(addr, "/chunked").await.2[..], b"ok!!!");
+    // A body delimited by the close arrives whole; one cut short fails the client's read.
+    assert_eq!(&get(addr, "/eof").await.2[..], b"until the close");
+    let resp = client().request(Request::get(format!("http://{addr}/cut")).body(Full::default()).unwrap());
+    let complete = match resp.await {
+        Ok(r) => http_body_util::BodyExt::collect(r.into_body()).await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(!complete, "a truncated body must not look complete");
+    // HEAD keeps the upstream's Content-Length, with no body.
+    let req = Request::head(format!("http://{addr}/")).body(Full::default()).unwrap();
+    let (status, headers, body) = send(&client(), req).await;
+    assert_eq!((status, &headers["content-length"], body.len()), (StatusCode::OK, &"5".parse().unwrap(), 0));
+
+    // Plain answers reuse one connection; an upstream that closes after every answer costs a
+    // new one each time, and no request fails (GET, or an empty POST, which is not retried).
+    let before = conns.load(Ordering::Relaxed);
+    for _ in 0..10 {
+        assert_eq!(&get(addr, "/").await.2[..], b"hello");
+    }
+    assert!(conns.load(Ordering::Relaxed) - before <= 2, "keep-alive answers reuse connections");
+    let before = conns.load(Ordering::Relaxed);
+    for i in 0..20 {
+        let req = if i % 2 == 0 {
+            Request::get(format!("http://{addr}/then-close"))
+        } else {
+            Request::post(format!("http://{addr}/then-close"))
+        };
+        let (status, _, body) = send(&client(), req.body(Full::default()).unwrap()).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]), "request {i}");
+        // Let the close reach the proxy, as it would between real requests.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Each worker may start with one idle connection left from the loop above.
+    let opened = conns.load(Ordering::Relaxed) - before;
+    assert!((18..=20).contains(&opened), "{opened} connections for 20 answers that each close theirs");
+    stop(proxy).await;
+}
