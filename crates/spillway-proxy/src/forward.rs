@@ -7,6 +7,7 @@ use crate::deadline::Deadlines;
 use crate::error::ProxyError;
 use crate::metrics::Outcome;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use spillway_tower::http::is_grpc;
@@ -75,28 +76,34 @@ pub(crate) struct Conn {
 }
 
 /// Serves one request that arrived on `conn`.
-pub(crate) async fn handle(
+///
+/// The request's head is kept once, in this future; everything below borrows it. (An `async
+/// fn` keeps a second copy of each argument it takes by value, and hyper moves this future
+/// once per request: its size is paid in copies.)
+pub(crate) fn handle(
     conn: Arc<Conn>,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static {
     if let Some(d) = &conn.deadlines {
         d.busy();
     }
-    let mut resp = serve(&conn, req).await;
-    if conn.deadlines.is_some() {
-        // The next head's deadline starts when this response is done with.
-        resp.body_mut().on_drop(conn);
+    let grpc = is_grpc(&req);
+    let (mut parts, body) = req.into_parts();
+    async move {
+        let mut resp = serve(&conn, &mut parts, body, grpc).await;
+        if conn.deadlines.is_some() {
+            // The next head's deadline starts when this response is done with.
+            resp.body_mut().on_drop(conn);
+        }
+        Ok(resp)
     }
-    Ok(resp)
 }
 
-async fn serve(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn serve(conn: &Conn, parts: &mut Parts, body: Incoming, grpc: bool) -> Response<ProxyBody> {
     let (shared, worker, peer) = (&conn.shared, conn.worker, conn.peer);
-    let grpc = is_grpc(&req);
     // A guard, not a clone of the Arc: no shared reference count touched per request.
     let state = shared.state.load();
-    let (mut parts, body) = req.into_parts();
-    let Some(route) = state.route(conn.listener, &parts) else {
+    let Some(route) = state.route(conn.listener, parts) else {
         return ProxyError::NoRoute.response(grpc);
     };
     let metrics = &route.metrics;
@@ -109,12 +116,14 @@ async fn serve(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
     }
     let listener = &state.listeners[conn.listener];
     let upstream = &route.upstream;
-    let mut admitted =
-        match route.policy.admit(&parts, peer, &listener.client_ip, upstream.breaker.as_ref(), metrics).await
-        {
-            Ok(a) => a,
-            Err(refused) => return ProxyError::Overloaded(refused).response(grpc),
-        };
+    let mut admitted = match route
+        .policy
+        .admit(parts, peer, &listener.client_ip, upstream.breaker.as_ref(), metrics)
+        .await
+    {
+        Ok(a) => a,
+        Err(refused) => return ProxyError::Overloaded(refused).response(grpc),
+    };
     let started = tokio::time::Instant::now();
 
     strip_hop_by_hop(&mut parts.headers);
@@ -141,7 +150,8 @@ async fn serve(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
             parts.uri = absolute(&parts.uri, &parts.headers, upstream.config.addrs[0]);
         }
     }
-    let send = upstream.send(worker, parts, body, cap);
+    // Pinned here, so that the timeouts below hold a pointer to it, not a copy.
+    let send = std::pin::pin!(upstream.send(worker, parts, body, cap));
     let sent = match &conn.deadlines {
         Some(d) => d.within(route.config.timeout, send).await,
         None => tokio::time::timeout(route.config.timeout, send).await.map_err(drop),

@@ -78,23 +78,15 @@ impl Conn {
         matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Sends the head of a bodiless request and reads the answer's head; the answer's body
-    /// reads from this connection, which goes back to `pool` after a clean end.
-    pub(crate) async fn exchange(
-        mut self,
-        req: &request::Parts,
-        pool: Option<(Arc<Upstream>, usize)>,
-    ) -> Result<Response<Body>, Error> {
+    /// Sends the head of a bodiless request and reads the answer's head, with the framing
+    /// of its body, which [`Conn::body`] then reads.
+    pub(crate) async fn exchange(&mut self, req: &request::Parts) -> Result<Response<Framing>, Error> {
         write_head(&mut self.out, req);
         self.io.write_all(&self.out).await.map_err(Error::Stale)?;
         let mut answered = false;
         loop {
             match parse_head(&mut self.buf, &req.method)? {
-                Parsed::Final(head, decoder, reusable) => {
-                    let mut body = Body { conn: Some(self), decoder, reusable, pool };
-                    body.settle();
-                    return Ok(head.map(|()| body));
-                }
+                Parsed::Final(head, framing) => return Ok(head.map(|()| framing)),
                 Parsed::Interim => continue,
                 Parsed::Partial if self.buf.len() >= MAX_HEAD => {
                     return Err(Error::Malformed("head over 64 KiB"));
@@ -111,6 +103,19 @@ impl Conn {
             }
         }
     }
+
+    /// The answer's body, read from this connection, which goes back to `upstream`'s pool for
+    /// `worker` after a clean end.
+    pub(crate) fn body(self, framing: Framing, upstream: Arc<Upstream>, worker: usize) -> Body {
+        Body::new(self, framing, Some((upstream, worker)))
+    }
+}
+
+/// How an answer's body is delimited, and whether its connection may be reused after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Framing {
+    decoder: Decoder,
+    reusable: bool,
 }
 
 /// Writes `req`'s head in origin form into `out`.
@@ -135,8 +140,8 @@ enum Parsed {
     Partial,
     /// A 1xx answer was consumed; the real one follows.
     Interim,
-    /// The answer's head, its body's framing, and whether the connection may be reused.
-    Final(Response<()>, Decoder, bool),
+    /// The answer's head and its body's framing.
+    Final(Response<()>, Framing),
 }
 
 /// Parses (and consumes) one answer head at the front of `buf`.
@@ -216,7 +221,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, Error> {
     let mut resp = Response::new(());
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
-    Ok(Parsed::Final(resp, decoder, !close && decoder != Decoder::Eof))
+    Ok(Parsed::Final(resp, Framing { decoder, reusable: !close && decoder != Decoder::Eof }))
 }
 
 /// A Content-Length value: digits only, and fitting in a u64.
@@ -343,6 +348,12 @@ pub(crate) struct Body {
 }
 
 impl Body {
+    fn new(conn: Conn, framing: Framing, pool: Option<(Arc<Upstream>, usize)>) -> Self {
+        let mut body = Body { conn: Some(conn), decoder: framing.decoder, reusable: framing.reusable, pool };
+        body.settle();
+        body
+    }
+
     /// Consumes the framing already read; at the end, gives the connection back.
     fn settle(&mut self) {
         if let Some(conn) = &mut self.conn {
@@ -434,7 +445,7 @@ mod tests {
 
     fn framing(head: &str) -> Result<(Decoder, bool), Error> {
         match parse(head, Method::GET)? {
-            Parsed::Final(_, d, reusable) => Ok((d, reusable)),
+            Parsed::Final(_, f) => Ok((f.decoder, f.reusable)),
             other => panic!("{other:?}"),
         }
     }
@@ -468,12 +479,12 @@ mod tests {
             framing("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n").unwrap().0,
             Decoder::Length(0)
         );
-        let Parsed::Final(_, d, _) =
+        let Parsed::Final(_, f) =
             parse("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", Method::HEAD).unwrap()
         else {
             panic!()
         };
-        assert_eq!(d, Decoder::Length(0));
+        assert_eq!(f.decoder, Decoder::Length(0));
         // No reuse after Connection: close or an HTTP/1.0 answer.
         assert!(!framing("HTTP/1.1 200 OK\r\nConnection: x, Close\r\nContent-Length: 1\r\n\r\n").unwrap().1);
         assert!(!framing("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n").unwrap().1);
@@ -593,6 +604,11 @@ mod tests {
         (Conn::new(io, OpenGuard::new(Arc::new(AtomicUsize::new(1)))), server)
     }
 
+    async fn fetch(mut conn: Conn, req: request::Parts) -> Result<Response<Body>, Error> {
+        let head = conn.exchange(&req).await?;
+        Ok(head.map(|framing| Body::new(conn, framing, None)))
+    }
+
     fn get(path: &str) -> request::Parts {
         let (mut parts, ()) = http::Request::get(path).body(()).unwrap().into_parts();
         parts.headers.insert(header::HOST, HeaderValue::from_static("app"));
@@ -604,7 +620,7 @@ mod tests {
         let (conn, server) =
             upstream(vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"])
                 .await;
-        let resp = conn.exchange(&get("/a?b=1"), None).await.unwrap();
+        let resp = fetch(conn, get("/a?b=1")).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"abc");
@@ -614,15 +630,15 @@ mod tests {
     #[tokio::test]
     async fn a_close_delimited_body_ends_at_the_close_and_a_cut_one_fails() {
         let (conn, _server) = upstream(vec![b"HTTP/1.1 200 OK\r\n\r\nall of it"]).await;
-        let resp = conn.exchange(&get("/"), None).await.unwrap();
+        let resp = fetch(conn, get("/")).await.unwrap();
         assert_eq!(&resp.into_body().collect().await.unwrap().to_bytes()[..], b"all of it");
 
         let (conn, _server) = upstream(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"]).await;
-        let resp = conn.exchange(&get("/"), None).await.unwrap();
+        let resp = fetch(conn, get("/")).await.unwrap();
         assert!(matches!(resp.into_body().collect().await, Err(Error::Truncated)));
 
         // Closed before any answer: stale, which a reused connection may retry.
         let (conn, _server) = upstream(vec![]).await;
-        assert!(matches!(conn.exchange(&get("/"), None).await, Err(Error::Stale(_))));
+        assert!(matches!(fetch(conn, get("/")).await, Err(Error::Stale(_))));
     }
 }

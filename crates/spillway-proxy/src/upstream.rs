@@ -16,6 +16,7 @@ use crate::error::ProxyError;
 use crate::h1;
 use crate::policy::ProxyClock;
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::{Request, Response, request};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -173,18 +174,32 @@ impl Upstream {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Sends a request on worker `worker`'s pool; its body is refused past `cap` bytes.
-    pub(crate) async fn send(
-        self: &Arc<Self>,
+    /// Sends a request on worker `worker`'s pool; its body is refused past `cap` bytes. The
+    /// head is borrowed for a request without a body to an HTTP/1.1 upstream, taken otherwise.
+    pub(crate) fn send<'a>(
+        self: &'a Arc<Self>,
         worker: usize,
-        parts: request::Parts,
+        parts: &'a mut request::Parts,
         body: Incoming,
         cap: u64,
-    ) -> Result<Response<Reply>, ProxyError> {
+    ) -> impl Future<Output = Result<Response<Reply>, ProxyError>> + Send + 'a {
         if self.config.protocol == Protocol::Http1 && body.is_end_stream() {
-            return self.exchange_h1(worker, &parts).await;
+            return Either::Left(self.exchange_h1(worker, parts));
         }
-        let mut req = Request::from_parts(parts, UpstreamBody::new(body, cap));
+        let parts = std::mem::replace(parts, Request::new(()).into_parts().0);
+        // Boxed: hyper's client has a larger future, which the requests without a body, the
+        // most common kind, should not carry.
+        Either::Right(Box::pin(
+            self.send_hyper(worker, Request::from_parts(parts, UpstreamBody::new(body, cap))),
+        ))
+    }
+
+    /// Sends a request through hyper's client: to an h2c upstream, or one with a body.
+    async fn send_hyper(
+        self: &Arc<Self>,
+        worker: usize,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<Reply>, ProxyError> {
         if self.config.protocol == Protocol::H2c {
             let mut sender = match self.h2_open(worker) {
                 Some(s) => s,
@@ -227,15 +242,17 @@ impl Upstream {
         for attempt in 0..2 {
             let pooled = if attempt == 0 { self.checkout_h1(worker) } else { None };
             let reused = pooled.is_some();
-            let conn = match pooled {
+            let mut conn = match pooled {
                 Some(c) => c,
                 None => {
                     let (io, open) = Box::pin(self.dial()).await?;
                     h1::Conn::new(io, open)
                 }
             };
-            match conn.exchange(parts, Some((self.clone(), worker))).await {
-                Ok(resp) => return Ok(resp.map(Reply::H1)),
+            match conn.exchange(parts).await {
+                Ok(head) => {
+                    return Ok(head.map(|framing| Reply::H1(conn.body(framing, self.clone(), worker))));
+                }
                 Err(h1::Error::Stale(_)) if reused && parts.method.is_idempotent() => {}
                 Err(e) => return Err(ProxyError::Exchange(e)),
             }
