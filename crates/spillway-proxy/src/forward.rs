@@ -5,7 +5,9 @@ use crate::body::{ProxyBody, TooLarge};
 use crate::config::Protocol;
 use crate::deadline::Deadlines;
 use crate::error::ProxyError;
+use crate::hop;
 use crate::metrics::Outcome;
+use crate::upstream::Reply;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, Uri};
@@ -14,55 +16,6 @@ use spillway_tower::http::is_grpc;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-/// Hop-by-hop fields, never forwarded (RFC 9110 §7.6.1), each with its bit; `te` is kept when
-/// it says `trailers`, which gRPC needs end to end.
-const HOP_BY_HOP: [&str; 7] =
-    ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "trailer", "te"];
-const TE: u8 = 1 << 6;
-
-/// The bit of a hop-by-hop field name: a switch on the length first, so most names cost no
-/// string comparison at all.
-fn hop_bit(name: &str) -> u8 {
-    let i = match name.len() {
-        2 => 6,
-        7 => 4 + usize::from(name.as_bytes()[0] == b't'),
-        10 => usize::from(name.as_bytes()[0] == b'k'),
-        16 => 2,
-        17 => 3,
-        _ => return 0,
-    };
-    if name == HOP_BY_HOP[i] { 1 << i } else { 0 }
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names finds which are present; most messages carry at most
-    // `Connection`, so what follows is one or two removals.
-    let seen = headers.keys().fold(0u8, |seen, name| seen | hop_bit(name.as_str()));
-    if seen == 0 {
-        return;
-    }
-    if seen & 1 != 0
-        && let Some(conn) = headers.remove(header::CONNECTION)
-        && let Ok(conn) = conn.to_str()
-    {
-        // Fields named by Connection are hop-by-hop too.
-        for name in conn.split(',').map(str::trim) {
-            if !name.is_empty()
-                && !name.eq_ignore_ascii_case("keep-alive")
-                && !name.eq_ignore_ascii_case("close")
-            {
-                headers.remove(name);
-            }
-        }
-    }
-    for (i, name) in HOP_BY_HOP.iter().enumerate().skip(1) {
-        if seen & (1 << i) != 0 && (1 << i != TE || headers.get(header::TE).is_some_and(|v| v != "trailers"))
-        {
-            headers.remove(*name);
-        }
-    }
-}
 
 /// What each request needs from its client connection.
 #[derive(Debug)]
@@ -126,7 +79,7 @@ async fn serve(conn: &Conn, parts: &mut Parts, body: Incoming, grpc: bool) -> Re
     };
     let started = tokio::time::Instant::now();
 
-    strip_hop_by_hop(&mut parts.headers);
+    hop::strip(&mut parts.headers);
     if listener.config.forwarded_for {
         append_forwarded_for(&mut parts.headers, peer);
     }
@@ -170,7 +123,10 @@ async fn serve(conn: &Conn, parts: &mut Parts, body: Incoming, grpc: bool) -> Re
                 Outcome::success
             });
             let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
+            if !matches!(body, Reply::H1(_)) {
+                // (The HTTP/1.1 exchange never keeps them.)
+                hop::strip(&mut parts.headers);
+            }
             Response::from_parts(parts, ProxyBody::upstream(body, admitted))
         }
         Err(e) => {
@@ -229,42 +185,4 @@ fn absolute(uri: &Uri, headers: &HeaderMap, fallback: SocketAddr) -> Uri {
     p.path_and_query =
         uri.path_and_query().cloned().or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
     Uri::from_parts(p).unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_bits_name_exactly_the_hop_by_hop_fields() {
-        for (i, name) in HOP_BY_HOP.iter().enumerate() {
-            assert_eq!(hop_bit(name), 1 << i, "{name}");
-        }
-        for name in ["tz", "upgrad3", "trailex", "connectiox", "keep-alivf", "x-connection-abc", "host", ""] {
-            assert_eq!(hop_bit(name), 0, "{name}");
-        }
-    }
-
-    #[test]
-    fn hop_by_hop_fields_and_those_connection_names_are_stripped() {
-        let mut h = HeaderMap::new();
-        for (k, v) in [
-            ("connection", "keep-alive, x-secret"),
-            ("x-secret", "1"),
-            ("keep-alive", "timeout=5"),
-            ("transfer-encoding", "chunked"),
-            ("upgrade", "h2c"),
-            ("te", "gzip"),
-            ("x-kept", "1"),
-        ] {
-            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
-        }
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["x-kept"]);
-
-        let mut grpc = HeaderMap::new();
-        grpc.insert(header::TE, HeaderValue::from_static("trailers"));
-        strip_hop_by_hop(&mut grpc);
-        assert_eq!(grpc.get(header::TE).unwrap(), "trailers");
-    }
 }

@@ -16,8 +16,10 @@
 //! - `Transfer-Encoding` beside `Content-Length`, and `Content-Length`s that differ, are
 //!   refused (502): either could smuggle a second answer onto the connection;
 //! - a connection is reused only after an HTTP/1.1 answer without `Connection: close`, read to
-//!   its end with nothing left over.
+//!   its end with nothing left over;
+//! - hop-by-hop fields, and those `Connection` names, are dropped as the head is parsed.
 
+use crate::hop;
 use crate::upstream::{OpenGuard, Upstream};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -85,13 +87,15 @@ impl Conn {
         self.io.write_all(&self.out).await.map_err(Error::Stale)?;
         let mut answered = false;
         loop {
-            match parse_head(&mut self.buf, &req.method)? {
-                Parsed::Final(head, framing) => return Ok(head.map(|()| framing)),
-                Parsed::Interim => continue,
-                Parsed::Partial if self.buf.len() >= MAX_HEAD => {
-                    return Err(Error::Malformed("head over 64 KiB"));
+            if !self.buf.is_empty() {
+                match parse_head(&mut self.buf, &req.method)? {
+                    Parsed::Final(head, framing) => return Ok(head.map(|()| framing)),
+                    Parsed::Interim => continue,
+                    Parsed::Partial if self.buf.len() >= MAX_HEAD => {
+                        return Err(Error::Malformed("head over 64 KiB"));
+                    }
+                    Parsed::Partial => {}
                 }
-                Parsed::Partial => {}
             }
             self.buf.reserve(READ_ROOM);
             match self.io.read_buf(&mut self.buf).await {
@@ -183,6 +187,8 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, Error> {
     let mut length: Option<u64> = None;
     let mut chunked: Option<bool> = None;
     let mut close = !http11;
+    // Connection values that name further hop-by-hop fields (rare; no allocation without).
+    let mut named = Vec::new();
     for &(n0, n1, v0, v1) in &spans[..count] {
         let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
             .map_err(|_| Error::Malformed("invalid field name"))?;
@@ -196,14 +202,25 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, Error> {
                 }
                 length = Some(n);
             }
-        } else if name == header::TRANSFER_ENCODING {
-            let last = value.as_bytes().rsplit(|&b| b == b',').next().unwrap_or_default();
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name == header::CONNECTION {
-            close |=
-                value.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        } else if hop::bit(name.as_str()) != 0 {
+            // Read here, never kept: no hop-by-hop field is forwarded.
+            if name == header::TRANSFER_ENCODING {
+                let last = value.as_bytes().rsplit(|&b| b == b',').next().unwrap_or_default();
+                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if name == header::CONNECTION {
+                let mut tokens = value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii);
+                close |= tokens.clone().any(|t| t.eq_ignore_ascii_case(b"close"));
+                if tokens.any(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
+                {
+                    named.push(value);
+                }
+            }
+            continue;
         }
         headers.append(name, value);
+    }
+    for connection in &named {
+        hop::strip_named(&mut headers, connection);
     }
     let decoder = if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
@@ -488,6 +505,15 @@ mod tests {
         // No reuse after Connection: close or an HTTP/1.0 answer.
         assert!(!framing("HTTP/1.1 200 OK\r\nConnection: x, Close\r\nContent-Length: 1\r\n\r\n").unwrap().1);
         assert!(!framing("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n").unwrap().1);
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_dropped_with_those_connection_names() {
+        let head = "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: timeout=5\r\n\
+                    X-Secret: 1\r\nTransfer-Encoding: chunked\r\nX-Kept: 1\r\n\r\n";
+        let Parsed::Final(resp, f) = parse(head, Method::GET).unwrap() else { panic!() };
+        assert_eq!(resp.headers().keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["x-kept"]);
+        assert_eq!(f, Framing { decoder: Decoder::Chunked(Chunk::Size), reusable: true });
     }
 
     #[test]

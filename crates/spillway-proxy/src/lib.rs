@@ -28,6 +28,7 @@ mod deadline;
 mod error;
 mod forward;
 mod h1;
+mod hop;
 mod metrics;
 mod policy;
 mod server;
