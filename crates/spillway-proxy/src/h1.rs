@@ -39,8 +39,11 @@ pub(crate) const MAX_HEAD: usize = 64 * 1024;
 pub(crate) const MAX_FIELDS: usize = 100;
 /// The longest chunk-size or trailer line.
 pub(crate) const MAX_LINE: usize = 4096;
-/// Reads ask for at least this much room.
+/// Reads of a head ask for at least this much room.
 const READ_ROOM: usize = 8 * 1024;
+/// Reads of a body not already read with its head ask for this much: fewer, larger frames
+/// for large bodies (the client's side buffers a bounded number of them).
+const BODY_READ_ROOM: usize = 32 * 1024;
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -416,7 +419,7 @@ impl http_body::Body for Body {
                 this.settle();
                 return Poll::Ready(None);
             }
-            conn.buf.reserve(READ_ROOM);
+            conn.buf.reserve(BODY_READ_ROOM);
             match conn.io.try_read_buf(&mut conn.buf) {
                 Ok(0) if this.decoder == Decoder::Eof => {
                     this.decoder = Decoder::Done;
