@@ -9,7 +9,8 @@
 //! | accepted by a worker (one thread, one runtime, its own socket) | `server` |
 //! | matched to a route | `state` |
 //! | body cap checked, then admitted, queued or refused | `forward`, `policy` |
-//! | sent on a pooled upstream connection | `upstream` |
+//! | hop-by-hop fields dropped | `hop` |
+//! | sent on a pooled upstream connection: in the request's task when it has no body and the upstream speaks HTTP/1.1, through hyper's client otherwise | `upstream`, `h1` |
 //! | streamed back, permits held until the last frame | `body` |
 //! | any refusal or failure answered | `error` (one place) |
 //!
