@@ -15,6 +15,8 @@
 //! - [`channel`]: a bounded MPMC channel for sync and async code with an overflow policy.
 //! - [`shed`]: criticality classes, a priority shedder, bulkheads, client-side throttling and
 //!   retry budgets.
+//! - `stream` (feature `async`): backpressure strategies for streams: bounded buffers with an
+//!   overflow policy, keep-latest, drop-stale, sampling, throttling and batching.
 //! - [`clock`]: injected time.
 //!
 //! Rejections are values, not errors: every decision carries when to retry.
@@ -37,4 +39,6 @@ pub mod limit;
 mod park;
 pub mod rate;
 pub mod shed;
+#[cfg(feature = "async")]
+pub mod stream;
 mod sync;
