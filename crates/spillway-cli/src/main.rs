@@ -221,11 +221,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check { config } => {
             let cfg = spillway_proxy::Config::load(&config)?;
             println!(
-                "{}: ok ({} listeners, {} upstreams, {} routes)",
+                "{}: ok ({} listeners, {} upstreams, {} routes, {} tcp listeners)",
                 config.display(),
                 cfg.listeners.len(),
                 cfg.upstreams.len(),
-                cfg.routes.len()
+                cfg.routes.len(),
+                cfg.tcp.len()
             );
         }
         Command::Demo { seconds, out, in_process: false, .. } => {

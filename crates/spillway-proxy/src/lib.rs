@@ -34,10 +34,11 @@ mod metrics;
 mod policy;
 mod server;
 mod state;
+mod tcp;
 mod upstream;
 
 pub use body::ProxyBody;
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, TcpConfig};
 pub use metrics::Metrics;
 
 use arc_swap::ArcSwap;
@@ -93,7 +94,9 @@ impl Proxy {
             .iter()
             .map(|l| l.tls.as_ref().map(server::tls_acceptor).transpose())
             .collect::<Result<_, _>>()?;
-        let (addrs, mut sockets) = server::bind_all(&config.listeners, workers)?;
+        let (mut addrs, mut sockets) = server::bind_all(&config.listeners, workers)?;
+        let tcp_listens: Vec<_> = config.tcp.iter().map(|t| (t.name.clone(), t.listen)).collect();
+        let (tcp_addrs, mut tcp_sockets) = server::bind_addrs(&tcp_listens, workers)?;
         let admin_socket = config.admin.as_ref().map(|a| server::bind(a.listen)).transpose()?;
         let admin = admin_socket.as_ref().map(std::net::TcpListener::local_addr).transpose()?;
         let metrics = Metrics::new();
@@ -105,9 +108,12 @@ impl Proxy {
             workers,
             reload_lock: Mutex::new(()),
         });
+        let tcp: Vec<Arc<tcp::TcpProxy>> =
+            config.tcp.iter().map(|t| Arc::new(tcp::TcpProxy::new(t.clone(), &shared.metrics))).collect();
         let (stop, stop_rx) = watch::channel(false);
         let mut threads = Vec::with_capacity(workers + 1);
-        for (worker, socks) in sockets.drain(..).enumerate() {
+        for (worker, (socks, tcp_socks)) in sockets.drain(..).zip(tcp_sockets.drain(..)).enumerate() {
+            let tcp_socks = tcp_socks.into_iter().zip(tcp.iter().cloned()).collect();
             let socks = socks
                 .into_iter()
                 .zip(config.listeners.iter().cloned())
@@ -118,7 +124,7 @@ impl Proxy {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("spillway-worker-{worker}"))
-                    .spawn(move || server::run_worker(shared, worker, socks, stop_rx, grace))?,
+                    .spawn(move || server::run_worker(shared, worker, socks, tcp_socks, stop_rx, grace))?,
             );
         }
         let (admin_stop, admin_stop_rx) = watch::channel(false);
@@ -135,7 +141,9 @@ impl Proxy {
                     })
                 })?);
         }
-        let names = config.listeners.iter().map(|l| l.name.clone());
+        addrs.extend(tcp_addrs);
+        let names =
+            config.listeners.iter().map(|l| l.name.clone()).chain(config.tcp.iter().map(|t| t.name.clone()));
         Ok(Self { shared, addrs: names.zip(addrs).collect(), admin, stop, threads, admin_stop, admin_thread })
     }
 
@@ -246,6 +254,9 @@ fn check_restart(old: &Config, new: &Config, workers: usize) -> Result<(), Reloa
         && old.listeners.iter().zip(&new.listeners).all(|(a, b)| a == b);
     if !same_listeners {
         return Err(ReloadError::NeedsRestart("listeners changed".into()));
+    }
+    if old.tcp != new.tcp {
+        return Err(ReloadError::NeedsRestart("tcp listeners changed".into()));
     }
     if old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen) {
         return Err(ReloadError::NeedsRestart("the admin address changed".into()));

@@ -88,6 +88,17 @@ pub(crate) struct UpstreamLabel {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TcpLabel {
+    listener: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TcpOutcome {
+    listener: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -115,6 +126,8 @@ pub struct Metrics {
     pub(crate) evictions: Family<RouteLabel, Gauge>,
     pub(crate) breaker_state: Family<UpstreamLabel, Gauge>,
     pub(crate) upstream_connections: Family<UpstreamLabel, Gauge>,
+    tcp_open: Family<TcpLabel, Gauge>,
+    tcp_connections: Family<TcpOutcome, Counter>,
     reloads: Family<ResultLabel, Counter>,
 }
 
@@ -143,6 +156,8 @@ impl Metrics {
             evictions: Family::default(),
             breaker_state: Family::default(),
             upstream_connections: Family::default(),
+            tcp_open: Family::default(),
+            tcp_connections: Family::default(),
             reloads: Family::default(),
         };
         let r = m.registry.get_mut().unwrap_or_else(|e| e.into_inner());
@@ -178,6 +193,12 @@ impl Metrics {
             "upstream_connections",
             "Open connections to the upstream",
             m.upstream_connections.clone(),
+        );
+        r.register("tcp_open_connections", "TCP-mode connections being proxied", m.tcp_open.clone());
+        r.register(
+            "tcp_connections",
+            "TCP-mode connections by outcome: accepted, rejected (over the limit), upstream_error",
+            m.tcp_connections.clone(),
         );
         r.register("reloads", "Config reloads by result", m.reloads.clone());
         let info = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
@@ -231,6 +252,19 @@ impl Metrics {
         family.get_or_create(&UpstreamLabel { upstream: upstream.into() }).set(value);
     }
 
+    /// The handles of one TCP listener.
+    pub(crate) fn tcp(&self, listener: &str) -> TcpMetrics {
+        let c = |outcome| {
+            self.tcp_connections.get_or_create(&TcpOutcome { listener: listener.into(), outcome }).clone()
+        };
+        TcpMetrics {
+            open: self.tcp_open.get_or_create(&TcpLabel { listener: listener.into() }).clone(),
+            accepted: c("accepted"),
+            rejected: c("rejected"),
+            upstream_error: c("upstream_error"),
+        }
+    }
+
     /// Counts a reload.
     pub(crate) fn reload(&self, ok: bool) {
         self.reloads.get_or_create(&ResultLabel { result: if ok { "success" } else { "failure" } }).inc();
@@ -269,4 +303,13 @@ impl RouteMetrics {
     pub(crate) fn would_reject(&self, reason: Reason) {
         self.would_reject[reason as usize].inc();
     }
+}
+
+/// One TCP listener's pre-resolved handles.
+#[derive(Debug, Clone)]
+pub(crate) struct TcpMetrics {
+    pub(crate) open: Gauge,
+    pub(crate) accepted: Counter,
+    pub(crate) rejected: Counter,
+    pub(crate) upstream_error: Counter,
 }

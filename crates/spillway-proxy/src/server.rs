@@ -6,6 +6,7 @@ use crate::Shared;
 use crate::config::ListenerConfig;
 use crate::deadline::{Deadlines, Guarded, Sweeper};
 use crate::forward::Conn;
+use crate::tcp::TcpProxy;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
@@ -33,11 +34,20 @@ pub(crate) fn bind_all(
     listeners: &[ListenerConfig],
     workers: usize,
 ) -> io::Result<(Vec<SocketAddr>, Vec<Vec<std::net::TcpListener>>)> {
+    let listens: Vec<_> = listeners.iter().map(|l| (l.name.clone(), l.listen)).collect();
+    bind_addrs(&listens, workers)
+}
+
+/// Binds each named address once per worker.
+pub(crate) fn bind_addrs(
+    listens: &[(String, SocketAddr)],
+    workers: usize,
+) -> io::Result<(Vec<SocketAddr>, Vec<Vec<std::net::TcpListener>>)> {
     let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
     let mut addrs = Vec::new();
-    for l in listeners {
-        let first = bind(l.listen)
-            .map_err(|e| io::Error::new(e.kind(), format!("listener {}: {}: {e}", l.name, l.listen)))?;
+    for (name, listen) in listens {
+        let first =
+            bind(*listen).map_err(|e| io::Error::new(e.kind(), format!("listener {name}: {listen}: {e}")))?;
         let addr = first.local_addr()?;
         addrs.push(addr);
         per_worker[0].push(first);
@@ -56,6 +66,7 @@ pub(crate) fn run_worker(
     shared: Arc<Shared>,
     worker: usize,
     sockets: Vec<(std::net::TcpListener, ListenerConfig, Tls)>,
+    tcp: Vec<(std::net::TcpListener, Arc<TcpProxy>)>,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) -> io::Result<()> {
@@ -64,6 +75,30 @@ pub(crate) fn run_worker(
         let sweeper = Arc::new(Sweeper::default());
         tokio::spawn(sweeper.clone().run());
         let mut loops = tokio::task::JoinSet::new();
+        // One clone per open TCP-mode connection: the drain waits for the count to fall to one.
+        let tcp_open = Arc::new(());
+        for (socket, proxy) in tcp {
+            let listener = tokio::net::TcpListener::from_std(socket)?;
+            let (mut stop, tcp_open) = (stop.clone(), tcp_open.clone());
+            loops.spawn(async move {
+                loop {
+                    let stream = tokio::select! {
+                        accepted = listener.accept() => match accepted {
+                            Ok((s, _)) => s,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "accept failed");
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                                continue;
+                            }
+                        },
+                        () = stopped(&mut stop) => break,
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let open = tcp_open.clone();
+                    tokio::spawn(proxy.clone().serve(stream, open));
+                }
+            });
+        }
         for (index, (socket, config, tls)) in sockets.into_iter().enumerate() {
             let listener = tokio::net::TcpListener::from_std(socket)?;
             let builders = Builders::new(&config);
@@ -121,7 +156,14 @@ pub(crate) fn run_worker(
         // Every accept loop has ended: no connection is registered after this drain but those
         // accepted before it, which drain at their first poll.
         sweeper.drain();
-        if tokio::time::timeout(grace, sweeper.drained()).await.is_err() {
+        // TCP-mode connections have no requests to finish: they get the grace period to close.
+        let tcp_closed = async {
+            while Arc::strong_count(&tcp_open) > 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let drained = async { tokio::join!(sweeper.drained(), tcp_closed) };
+        if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!(worker, "grace period over with connections still open");
         }
         Ok(())

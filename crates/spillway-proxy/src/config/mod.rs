@@ -56,6 +56,30 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// Which requests go where, under which policy (first match wins).
     pub routes: Vec<RouteConfig>,
+    /// TCP (L4) listeners: raw bytes to an upstream, under a connection limit.
+    pub tcp: Vec<TcpConfig>,
+}
+
+/// A TCP (L4) listener: every connection is proxied byte for byte to one of `addrs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpConfig {
+    /// Its name (the `listener` label of its metrics).
+    pub name: String,
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// Upstream addresses, round-robin.
+    pub addrs: Vec<SocketAddr>,
+    /// Connections proxied at once, over all workers.
+    pub max_connections: usize,
+    /// Connections that may wait for a slot (unread: their bytes stay in the kernel); 0 closes
+    /// a connection over the limit at once.
+    pub queue: usize,
+    /// How long a connection may wait for a slot before it is closed.
+    pub queue_timeout: Duration,
+    /// Bytes buffered per direction per connection; a full buffer stops reading that side.
+    pub buffer: usize,
+    /// How long connecting to the upstream may take.
+    pub connect_timeout: Duration,
 }
 
 /// The admin listener.
@@ -392,8 +416,8 @@ fn validate(raw: raw::Raw) -> Result<Config, Invalid> {
         Some(0) => return bad("server.threads", "must be at least 1"),
         t => t,
     };
-    if raw.listeners.is_empty() {
-        return bad("listeners", "at least one [[listeners]] is needed");
+    if raw.listeners.is_empty() && raw.tcp.is_empty() {
+        return bad("listeners", "at least one [[listeners]] or [[tcp]] is needed");
     }
     let mut listeners = Vec::with_capacity(raw.listeners.len());
     for (i, l) in raw.listeners.into_iter().enumerate() {
@@ -525,6 +549,38 @@ fn validate(raw: raw::Raw) -> Result<Config, Invalid> {
             policy,
         });
     }
+    let mut tcp = Vec::with_capacity(raw.tcp.len());
+    for (i, t) in raw.tcp.into_iter().enumerate() {
+        let k = |f: &str| format!("tcp[{i}].{f}");
+        if tcp.iter().any(|o: &TcpConfig| o.name == t.name) || listeners.iter().any(|l| l.name == t.name) {
+            return bad(k("name"), format!("listener {:?} is defined twice", t.name));
+        }
+        if t.addrs.is_empty() {
+            return bad(k("addrs"), "at least one address is needed");
+        }
+        let addrs = t
+            .addrs
+            .iter()
+            .enumerate()
+            .map(|(j, a)| addr(format!("tcp[{i}].addrs[{j}]"), a))
+            .collect::<Result<_, _>>()?;
+        let buffer = match t.buffer.map_or(64 << 10, |s| s.0) {
+            n if !(1024..=16 << 20).contains(&n) => {
+                return bad(k("buffer"), "must be between 1 KiB and 16 MiB");
+            }
+            n => n as usize,
+        };
+        tcp.push(TcpConfig {
+            listen: addr(k("listen"), &t.listen)?,
+            addrs,
+            max_connections: positive(k("max_connections"), t.max_connections.unwrap_or(1024))?,
+            queue: t.queue.unwrap_or(0),
+            queue_timeout: t.queue_timeout.map_or(Duration::from_secs(1), |d| d.0),
+            buffer,
+            connect_timeout: t.connect_timeout.map_or(Duration::from_secs(1), |d| d.0),
+            name: t.name,
+        });
+    }
     Ok(Config {
         admin,
         threads,
@@ -533,6 +589,7 @@ fn validate(raw: raw::Raw) -> Result<Config, Invalid> {
         listeners,
         upstreams,
         routes,
+        tcp,
     })
 }
 

@@ -17,6 +17,21 @@ pub(crate) struct Raw {
     pub(crate) upstreams: Vec<Upstream>,
     #[serde(default)]
     pub(crate) routes: Vec<Route>,
+    #[serde(default)]
+    pub(crate) tcp: Vec<Tcp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Tcp {
+    pub(crate) name: String,
+    pub(crate) listen: String,
+    pub(crate) addrs: Vec<String>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) queue: Option<usize>,
+    pub(crate) queue_timeout: Option<Dur>,
+    pub(crate) buffer: Option<Size>,
+    pub(crate) connect_timeout: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
