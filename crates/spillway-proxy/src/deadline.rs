@@ -198,11 +198,11 @@ pub(crate) trait Drain: Future {
     fn drain(self: Pin<&mut Self>);
 }
 
-impl<I, S, B> Drain for hyper::server::conn::http1::Connection<I, S>
+impl<I, S, B> Drain for hyper::server::conn::http1::UpgradeableConnection<I, S>
 where
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     B: hyper::body::Body + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {

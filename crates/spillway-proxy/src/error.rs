@@ -6,6 +6,7 @@
 //! | shed, queue full, at capacity, bulkhead full, breaker open | 503 + `Retry-After` | 14 |
 //! | queue timeout, upstream timeout | 504 | 14 (4 for the upstream timeout) |
 //! | upstream connect failure, broken upstream | 502 | 14 |
+//! | upstream connections or the route's WebSockets at their limit | 503 + `Retry-After` | 14 |
 //! | no route | 404 | 12 |
 //! | body over the cap | 413 | 8 |
 //!
@@ -33,6 +34,8 @@ pub(crate) enum ProxyError {
     ConnectTimeout,
     #[error("no upstream connection free")]
     PoolExhausted,
+    #[error("the route's WebSocket connections are at their limit")]
+    WebSocketsFull,
     #[error("upstream did not answer in time")]
     UpstreamTimeout,
     #[error("upstream failed: {0}")]
@@ -57,6 +60,9 @@ impl ProxyError {
             ProxyError::PoolExhausted => {
                 (StatusCode::SERVICE_UNAVAILABLE, "14", "upstream connections exhausted\n")
             }
+            ProxyError::WebSocketsFull => {
+                (StatusCode::SERVICE_UNAVAILABLE, "14", "too many WebSocket connections\n")
+            }
             ProxyError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "4", "upstream timed out\n"),
             ProxyError::Upstream(_) | ProxyError::Exchange(_) => {
                 (StatusCode::BAD_GATEWAY, "14", "upstream failed\n")
@@ -75,7 +81,7 @@ impl ProxyError {
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             r
         };
-        if matches!(self, ProxyError::PoolExhausted) {
+        if matches!(self, ProxyError::PoolExhausted | ProxyError::WebSocketsFull) {
             resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if matches!(self, ProxyError::BodyTooLarge(_)) {

@@ -7,7 +7,10 @@ use crate::deadline::Deadlines;
 use crate::error::ProxyError;
 use crate::hop;
 use crate::metrics::Outcome;
-use crate::upstream::Reply;
+use crate::policy::Admitted;
+use crate::state::Route;
+use crate::upstream::{Reply, Upgraded};
+use crate::ws;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, Uri};
@@ -79,6 +82,7 @@ async fn serve(conn: &Conn, parts: &mut Parts, body: Incoming, grpc: bool) -> Re
     };
     let started = tokio::time::Instant::now();
 
+    let websocket = upstream.config.protocol == Protocol::Http1 && ws::is_upgrade(parts);
     hop::strip(&mut parts.headers);
     if listener.config.forwarded_for {
         append_forwarded_for(&mut parts.headers, peer);
@@ -102,6 +106,10 @@ async fn serve(conn: &Conn, parts: &mut Parts, body: Incoming, grpc: bool) -> Re
         if parts.uri.authority().is_none() {
             parts.uri = absolute(&parts.uri, &parts.headers, upstream.config.addrs[0]);
         }
+    }
+    if websocket {
+        // Boxed: a rare path whose future the other requests should not carry.
+        return Box::pin(upgrade(route, worker, parts, admitted, grpc)).await;
     }
     // Pinned here, so that the timeouts below hold a pointer to it, not a copy.
     let send = std::pin::pin!(upstream.send(worker, parts, body, cap));
@@ -139,6 +147,50 @@ async fn serve(conn: &Conn, parts: &mut Parts, body: Incoming, grpc: bool) -> Re
             admitted.record(e.is_upstream_failure());
             metrics.outcome(Outcome::upstream_error);
             tracing::debug!(route = %route.config.name, error = %e, "upstream failed");
+            e.response(grpc)
+        }
+    }
+}
+
+/// A WebSocket upgrade: passed to the upstream on a fresh connection; on 101 the relay takes
+/// both sides over (see `ws`), and the request's admission ends with the 101.
+async fn upgrade(
+    route: &Route,
+    worker: usize,
+    parts: &mut Parts,
+    mut admitted: Admitted,
+    grpc: bool,
+) -> Response<ProxyBody> {
+    let (config, metrics) = (route.config.websocket, &route.metrics);
+    if metrics.ws.open.get() >= config.max_connections as i64 {
+        metrics.outcome(Outcome::rejected);
+        return ProxyError::WebSocketsFull.response(grpc);
+    }
+    let Some(client) = ws::take_client(parts) else {
+        metrics.outcome(Outcome::invalid);
+        return ProxyError::NoRoute.response(grpc);
+    };
+    ws::restore_upgrade_fields(&mut parts.headers);
+    let answer = tokio::time::timeout(route.config.timeout, route.upstream.upgrade(worker, parts)).await;
+    match answer.unwrap_or(Err(ProxyError::UpstreamTimeout)) {
+        Ok(Upgraded::Switched(head, io)) => {
+            admitted.record(false);
+            metrics.outcome(Outcome::success);
+            let relay = ws::Relay { client, upstream: io, config, metrics: metrics.ws.clone() };
+            tokio::spawn(relay.run());
+            let (mut head, ()) = head.into_parts();
+            ws::restore_upgrade_fields(&mut head.headers);
+            Response::from_parts(head, ProxyBody::empty())
+        }
+        Ok(Upgraded::Answered(resp)) => {
+            let status = resp.status();
+            admitted.record(status.is_server_error());
+            metrics.outcome(if status.is_server_error() { Outcome::server_error } else { Outcome::success });
+            resp.map(|body| ProxyBody::upstream(body, admitted))
+        }
+        Err(e) => {
+            admitted.record(e.is_upstream_failure());
+            metrics.outcome(Outcome::upstream_error);
             e.response(grpc)
         }
     }

@@ -86,18 +86,42 @@ impl Conn {
     /// Sends the head of a bodiless request and reads the answer's head, with the framing
     /// of its body, which [`Conn::body`] then reads.
     pub(crate) async fn exchange(&mut self, req: &request::Parts) -> Result<Response<Framing>, Error> {
+        match self.round_trip(req, false).await? {
+            Parsed::Final(head, framing) => Ok(head.map(|()| framing)),
+            _ => Err(Error::Malformed("unrequested protocol switch")),
+        }
+    }
+
+    /// Sends an upgrade request (WebSocket): the upstream either switches protocols (101; the
+    /// connection is then the caller's, see [`Conn::into_parts`]) or answers as usual.
+    pub(crate) async fn upgrade(&mut self, req: &request::Parts) -> Result<Upgrade, Error> {
+        match self.round_trip(req, true).await? {
+            Parsed::Switched(head) => Ok(Upgrade::Switched(head)),
+            Parsed::Final(head, framing) => Ok(Upgrade::Answered(head.map(|()| framing))),
+            _ => Err(Error::Malformed("no answer")),
+        }
+    }
+
+    /// The socket, the bytes already read past the answer's head, and the open-connection
+    /// count, for a connection that switched protocols.
+    pub(crate) fn into_parts(self) -> (TcpStream, BytesMut, OpenGuard) {
+        (self.io, self.buf, self._open)
+    }
+
+    /// Writes `req`'s head and reads up to a final (or, if `upgrade`, switching) answer.
+    async fn round_trip(&mut self, req: &request::Parts, upgrade: bool) -> Result<Parsed, Error> {
         write_head(&mut self.out, req);
         self.io.write_all(&self.out).await.map_err(Error::Stale)?;
         let mut answered = false;
         loop {
             if !self.buf.is_empty() {
-                match parse_head(&mut self.buf, &req.method)? {
-                    Parsed::Final(head, framing) => return Ok(head.map(|()| framing)),
+                match parse_head(&mut self.buf, &req.method, upgrade)? {
                     Parsed::Interim => continue,
                     Parsed::Partial if self.buf.len() >= MAX_HEAD => {
                         return Err(Error::Malformed("head over 64 KiB"));
                     }
                     Parsed::Partial => {}
+                    done => return Ok(done),
                 }
             }
             self.buf.reserve(READ_ROOM);
@@ -116,6 +140,15 @@ impl Conn {
     pub(crate) fn body(self, framing: Framing, upstream: Arc<Upstream>, worker: usize) -> Body {
         Body::new(self, framing, Some((upstream, worker)))
     }
+}
+
+/// The upstream's answer to an upgrade request.
+#[derive(Debug)]
+pub(crate) enum Upgrade {
+    /// 101: the connection now speaks the new protocol.
+    Switched(Response<()>),
+    /// Any other answer, with its body's framing.
+    Answered(Response<Framing>),
 }
 
 /// How an answer's body is delimited, and whether its connection may be reused after it.
@@ -149,10 +182,12 @@ enum Parsed {
     Interim,
     /// The answer's head and its body's framing.
     Final(Response<()>, Framing),
+    /// 101 to an upgrade request.
+    Switched(Response<()>),
 }
 
 /// Parses (and consumes) one answer head at the front of `buf`.
-fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, Error> {
+fn parse_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -> Result<Parsed, Error> {
     let mut fields = [const { MaybeUninit::uninit() }; MAX_FIELDS];
     let mut resp = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -167,7 +202,8 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, Error> {
     };
     let status =
         StatusCode::from_u16(resp.code.unwrap_or(0)).map_err(|_| Error::Malformed("invalid status"))?;
-    if status.is_informational() {
+    let switched = upgrade && status == StatusCode::SWITCHING_PROTOCOLS;
+    if status.is_informational() && !switched {
         if status == StatusCode::SWITCHING_PROTOCOLS {
             return Err(Error::Malformed("unrequested protocol switch"));
         }
@@ -241,6 +277,9 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, Error> {
     let mut resp = Response::new(());
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
+    if switched {
+        return Ok(Parsed::Switched(resp));
+    }
     Ok(Parsed::Final(resp, Framing { decoder, reusable: !close && decoder != Decoder::Eof }))
 }
 
@@ -460,7 +499,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     fn parse(head: &str, method: Method) -> Result<Parsed, Error> {
-        parse_head(&mut BytesMut::from(head), &method)
+        parse_head(&mut BytesMut::from(head), &method, false)
     }
 
     fn framing(head: &str) -> Result<(Decoder, bool), Error> {
@@ -545,8 +584,8 @@ mod tests {
     fn interim_answers_are_skipped_and_values_share_the_head() {
         let mut buf =
             BytesMut::from("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nX-A: b\r\n\r\nrest");
-        assert!(matches!(parse_head(&mut buf, &Method::GET).unwrap(), Parsed::Interim));
-        let Parsed::Final(resp, ..) = parse_head(&mut buf, &Method::GET).unwrap() else { panic!() };
+        assert!(matches!(parse_head(&mut buf, &Method::GET, false).unwrap(), Parsed::Interim));
+        let Parsed::Final(resp, ..) = parse_head(&mut buf, &Method::GET, false).unwrap() else { panic!() };
         assert_eq!(resp.status(), StatusCode::CREATED);
         assert_eq!(resp.headers()["x-a"], "b");
         assert_eq!(&buf[..], b"rest");

@@ -36,6 +36,7 @@ mod server;
 mod state;
 mod tcp;
 mod upstream;
+mod ws;
 
 pub use body::ProxyBody;
 pub use config::{Config, ConfigError, TcpConfig};

@@ -88,6 +88,12 @@ pub(crate) struct UpstreamLabel {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteReasonWord {
+    route: String,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TcpLabel {
     listener: String,
 }
@@ -126,6 +132,10 @@ pub struct Metrics {
     pub(crate) evictions: Family<RouteLabel, Gauge>,
     pub(crate) breaker_state: Family<UpstreamLabel, Gauge>,
     pub(crate) upstream_connections: Family<UpstreamLabel, Gauge>,
+    ws_open: Family<RouteLabel, Gauge>,
+    ws_queued: Family<RouteLabel, Gauge>,
+    ws_dropped: Family<RouteLabel, Counter>,
+    ws_closed: Family<RouteReasonWord, Counter>,
     tcp_open: Family<TcpLabel, Gauge>,
     tcp_connections: Family<TcpOutcome, Counter>,
     reloads: Family<ResultLabel, Counter>,
@@ -156,6 +166,10 @@ impl Metrics {
             evictions: Family::default(),
             breaker_state: Family::default(),
             upstream_connections: Family::default(),
+            ws_open: Family::default(),
+            ws_queued: Family::default(),
+            ws_dropped: Family::default(),
+            ws_closed: Family::default(),
             tcp_open: Family::default(),
             tcp_connections: Family::default(),
             reloads: Family::default(),
@@ -194,6 +208,22 @@ impl Metrics {
             "Open connections to the upstream",
             m.upstream_connections.clone(),
         );
+        r.register("websocket_connections", "WebSocket connections being relayed", m.ws_open.clone());
+        r.register(
+            "websocket_queued_messages",
+            "Messages queued in WebSocket relays, both directions, all connections",
+            m.ws_queued.clone(),
+        );
+        r.register(
+            "websocket_dropped_messages",
+            "Messages a WebSocket relay dropped by its drop_oldest or drop_newest policy",
+            m.ws_dropped.clone(),
+        );
+        r.register(
+            "websocket_disconnects",
+            "WebSocket connections the proxy closed: slow_consumer (1008), message_too_big (1009)",
+            m.ws_closed.clone(),
+        );
         r.register("tcp_open_connections", "TCP-mode connections being proxied", m.tcp_open.clone());
         r.register(
             "tcp_connections",
@@ -217,7 +247,22 @@ impl Metrics {
             would_reject: REASONS.map(|x| self.would_reject.get_or_create(&r(x)).clone()),
             queue_wait: self.queue_wait.get_or_create(&label).clone(),
             duration: self.duration.get_or_create(&label).clone(),
+            ws: self.ws(route),
         }
+    }
+
+    /// One route's WebSocket handles. (One statement per handle: a family's guard lives to
+    /// the end of its statement, and a second lookup that creates would wait on it.)
+    fn ws(&self, route: &str) -> WsMetrics {
+        let label = RouteLabel { route: route.into() };
+        let closed =
+            |reason| self.ws_closed.get_or_create(&RouteReasonWord { route: route.into(), reason }).clone();
+        let open = self.ws_open.get_or_create(&label).clone();
+        let queued = self.ws_queued.get_or_create(&label).clone();
+        let dropped = self.ws_dropped.get_or_create(&label).clone();
+        let slow_consumer = closed("slow_consumer");
+        let too_big = closed("message_too_big");
+        WsMetrics { open, queued, dropped, slow_consumer, too_big }
     }
 
     /// Forgets a route that a reload removed (its label set must not grow forever).
@@ -242,6 +287,12 @@ impl Metrics {
         }
         self.queue_wait.remove(&label);
         self.duration.remove(&label);
+        self.ws_open.remove(&label);
+        self.ws_queued.remove(&label);
+        self.ws_dropped.remove(&label);
+        for reason in ["slow_consumer", "message_too_big"] {
+            self.ws_closed.remove(&RouteReasonWord { route: route.into(), reason });
+        }
     }
 
     pub(crate) fn set_route_gauge(family: &Family<RouteLabel, Gauge>, route: &str, value: i64) {
@@ -288,6 +339,17 @@ pub(crate) struct RouteMetrics {
     would_reject: [Counter; 8],
     pub(crate) queue_wait: Histogram,
     pub(crate) duration: Histogram,
+    pub(crate) ws: WsMetrics,
+}
+
+/// One route's WebSocket relay handles.
+#[derive(Debug, Clone)]
+pub(crate) struct WsMetrics {
+    pub(crate) open: Gauge,
+    pub(crate) queued: Gauge,
+    pub(crate) dropped: Counter,
+    pub(crate) slow_consumer: Counter,
+    pub(crate) too_big: Counter,
 }
 
 impl RouteMetrics {

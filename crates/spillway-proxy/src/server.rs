@@ -230,7 +230,8 @@ impl Builders {
         } else {
             conn.deadlines = Some(deadlines.clone());
             let svc = service(Arc::new(conn));
-            let _ = Guarded::new(self.h1.serve_connection(io, svc), deadlines).await;
+            // With upgrades: a WebSocket handshake hands the connection to its relay.
+            let _ = Guarded::new(self.h1.serve_connection(io, svc).with_upgrades(), deadlines).await;
         }
     }
 }

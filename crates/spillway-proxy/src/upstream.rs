@@ -57,6 +57,15 @@ pub(crate) enum Reply {
     Hyper { body: Incoming, pooled: Option<Pooled> },
 }
 
+/// The upstream's answer to an upgrade request.
+#[derive(Debug)]
+pub(crate) enum Upgraded {
+    /// 101, with the connection: its socket, bytes read past the head, its open count.
+    Switched(Response<()>, (tokio::net::TcpStream, bytes::BytesMut, OpenGuard)),
+    /// Any other answer.
+    Answered(Response<Reply>),
+}
+
 /// A failure of either kind of reply body.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -258,6 +267,23 @@ impl Upstream {
             }
         }
         unreachable!("the second attempt uses a fresh connection and returns")
+    }
+
+    /// An upgrade request (WebSocket), on a fresh connection: one that switches protocols is
+    /// never pooled.
+    pub(crate) async fn upgrade(
+        self: &Arc<Self>,
+        worker: usize,
+        parts: &request::Parts,
+    ) -> Result<Upgraded, ProxyError> {
+        let (io, open) = Box::pin(self.dial()).await?;
+        let mut conn = h1::Conn::new(io, open);
+        Ok(match conn.upgrade(parts).await.map_err(ProxyError::Exchange)? {
+            h1::Upgrade::Switched(head) => Upgraded::Switched(head, conn.into_parts()),
+            h1::Upgrade::Answered(head) => {
+                Upgraded::Answered(head.map(|framing| Reply::H1(conn.body(framing, self.clone(), worker))))
+            }
+        })
     }
 
     /// An idle connection for a bodiless request: most recently used first.

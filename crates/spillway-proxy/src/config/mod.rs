@@ -194,6 +194,49 @@ pub struct RouteConfig {
     pub max_body_bytes: u64,
     /// Admission policy.
     pub policy: PolicyConfig,
+    /// How WebSocket connections upgraded on this route are relayed.
+    pub websocket: WebSocketConfig,
+}
+
+/// What a WebSocket relay does when one side sends faster than the other reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsPolicy {
+    /// Stop reading the sender, so that TCP pushes back on it. Lossless, ordered.
+    Block,
+    /// Evict the oldest queued message: live data (tickers, metrics).
+    DropOldest,
+    /// Drop the new message: keep what is queued (ordered events).
+    DropNewest,
+    /// Close the slow reader with 1008 and a reason.
+    Disconnect,
+}
+
+/// A route's WebSocket relay settings (`[routes.websocket]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WebSocketConfig {
+    /// What a full queue does.
+    pub policy: WsPolicy,
+    /// Messages queued per direction per connection.
+    pub queue: usize,
+    /// The largest message (and frame) accepted; a larger one closes its sender with 1009.
+    pub max_message: usize,
+    /// Relayed connections at once on this route, over all workers (503 beyond).
+    pub max_connections: usize,
+    /// Send `{"event":"flow.pause","reason":"buffer full"}` upstream when the client's queue
+    /// passes 3/4 full, and `{"event":"flow.resume"}` when it falls under 1/4.
+    pub flow_control: bool,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            policy: WsPolicy::Block,
+            queue: 256,
+            max_message: 1 << 20,
+            max_connections: 10_000,
+            flow_control: false,
+        }
+    }
 }
 
 /// A route's admission policy. Two routes with equal policies after a reload keep their state.
@@ -404,6 +447,38 @@ fn positive(key: String, n: usize) -> Result<usize, Invalid> {
 
 const MAX_WINDOW: u64 = (1 << 31) - 1;
 
+fn websocket(k: &str, w: raw::WebSocket) -> Result<WebSocketConfig, Invalid> {
+    let d = WebSocketConfig::default();
+    let policy = match w.policy.as_deref().unwrap_or("block") {
+        "block" => WsPolicy::Block,
+        "drop_oldest" => WsPolicy::DropOldest,
+        "drop_newest" => WsPolicy::DropNewest,
+        "disconnect" => WsPolicy::Disconnect,
+        other => {
+            return bad(
+                format!("{k}.policy"),
+                format!("unknown policy {other:?} (block, drop_oldest, drop_newest or disconnect)"),
+            );
+        }
+    };
+    let max_message = match w.max_message.map_or(d.max_message as u64, |s| s.0) {
+        n if !(125..=64 << 20).contains(&n) => {
+            return bad(format!("{k}.max_message"), "must be between 125 bytes and 64 MiB");
+        }
+        n => n as usize,
+    };
+    Ok(WebSocketConfig {
+        policy,
+        queue: positive(format!("{k}.queue"), w.queue.unwrap_or(d.queue))?,
+        max_message,
+        max_connections: positive(
+            format!("{k}.max_connections"),
+            w.max_connections.unwrap_or(d.max_connections),
+        )?,
+        flow_control: w.flow_control.unwrap_or(false),
+    })
+}
+
 fn validate(raw: raw::Raw) -> Result<Config, Invalid> {
     let admin = match raw.admin {
         Some(a) => Some(AdminConfig {
@@ -547,6 +622,7 @@ fn validate(raw: raw::Raw) -> Result<Config, Invalid> {
             timeout: r.timeout.map_or(Duration::from_secs(30), |d| d.0),
             max_body_bytes: r.max_body_bytes.map_or(listeners[listener].max_body_bytes, |s| s.0),
             policy,
+            websocket: r.websocket.map(|w| websocket(&k("websocket"), w)).transpose()?.unwrap_or_default(),
         });
     }
     let mut tcp = Vec::with_capacity(raw.tcp.len());

@@ -122,6 +122,17 @@ pub(crate) struct Route {
     pub(crate) rate: Vec<Rate>,
     pub(crate) shed: Option<Shed>,
     pub(crate) bulkhead: Option<Bulkhead>,
+    pub(crate) websocket: Option<WebSocket>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WebSocket {
+    pub(crate) policy: Option<String>,
+    pub(crate) queue: Option<usize>,
+    pub(crate) max_message: Option<Size>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) flow_control: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
