@@ -82,8 +82,11 @@ async fn serve(conn: &Conn, parts: &mut Parts, body: Incoming, grpc: bool) -> Re
     };
     let started = tokio::time::Instant::now();
 
-    let websocket = upstream.config.protocol == Protocol::Http1 && ws::is_upgrade(parts);
-    hop::strip(&mut parts.headers);
+    let hop_fields = hop::scan(&parts.headers);
+    let websocket = hop_fields & hop::UPGRADE != 0
+        && upstream.config.protocol == Protocol::Http1
+        && ws::is_upgrade(parts);
+    hop::strip_seen(&mut parts.headers, hop_fields);
     if listener.config.forwarded_for {
         append_forwarded_for(&mut parts.headers, peer);
     }

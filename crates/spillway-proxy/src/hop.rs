@@ -7,6 +7,8 @@ use http::header::{self, HeaderMap, HeaderValue};
 const HOP_BY_HOP: [&str; 7] =
     ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "trailer", "te"];
 const TE: u8 = 1 << 6;
+/// The bit of `Upgrade`.
+pub(crate) const UPGRADE: u8 = 1 << 4;
 
 /// The bit of a hop-by-hop field name, 0 for any other: a switch on the length first, so most
 /// names cost no string comparison at all.
@@ -24,9 +26,17 @@ pub(crate) fn bit(name: &str) -> u8 {
 
 /// Removes the hop-by-hop fields from `headers`, and those a `Connection` field names.
 pub(crate) fn strip(headers: &mut HeaderMap) {
-    // One pass over the names finds which are present; most messages carry at most
-    // `Connection`, so what follows is one or two removals.
-    let seen = headers.keys().fold(0u8, |seen, name| seen | bit(name.as_str()));
+    strip_seen(headers, scan(headers));
+}
+
+/// The bits of the hop-by-hop fields present: one pass over the names.
+pub(crate) fn scan(headers: &HeaderMap) -> u8 {
+    headers.keys().fold(0u8, |seen, name| seen | bit(name.as_str()))
+}
+
+/// [`strip`], given what [`scan`] found.
+pub(crate) fn strip_seen(headers: &mut HeaderMap, seen: u8) {
+    // Most messages carry at most `Connection`, so what follows is one or two removals.
     if seen == 0 {
         return;
     }
