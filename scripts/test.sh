@@ -19,18 +19,22 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   if command -v rustup >/dev/null 2>&1; then rustup component add rustfmt clippy; fi
 fi
 
-# The message-queue tests (crates/spillway-queue) start real brokers of their own. Debian packages
-# them: install what is missing, once, when we can.
+# The message-queue tests (crates/spillway-queue) start real brokers of their own, and the
+# WebSocket tests drive Python's `websockets` client too. Debian packages them: install what is
+# missing, once, when we can.
 missing=()
+# (Debian's package serves /usr/bin/python3, which the test prefers over another python3.)
+/usr/bin/python3 -c 'import websockets' >/dev/null 2>&1 || python3 -c 'import websockets' >/dev/null 2>&1 ||
+  missing+=(python3-websockets)
 command -v nats-server >/dev/null 2>&1 || [[ -x /usr/sbin/nats-server ]] || missing+=(nats-server)
 command -v rabbitmq-server >/dev/null 2>&1 || [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || missing+=(rabbitmq-server)
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    step "apt-get install ${missing[*]} (brokers for the spillway-queue tests)"
+    step "apt-get install ${missing[*]} (brokers for the spillway-queue tests, a WebSocket client)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
   else
-    echo "warning: ${missing[*]} not installed and not root: the spillway-queue broker tests will fail" >&2
+    echo "warning: ${missing[*]} not installed and not root: the tests that need them will fail" >&2
   fi
 fi
 

@@ -201,3 +201,67 @@ async fn flow_control_tells_the_producer_to_pause_then_resume() {
     assert!(heard.iter().enumerate().all(|(i, e)| e.contains(if i % 2 == 0 { "pause" } else { "resume" })));
     stop(proxy).await;
 }
+
+/// A `python3` with the `websockets` package (Debian: python3-websockets, for /usr/bin/python3).
+fn python() -> &'static str {
+    for py in ["/usr/bin/python3", "python3"] {
+        let ok = std::process::Command::new(py).args(["-c", "import websockets"]).status();
+        if ok.is_ok_and(|s| s.success()) {
+            return py;
+        }
+    }
+    panic!(
+        "Python's websockets package is missing: apt-get install python3-websockets (scripts/test.sh does)"
+    );
+}
+
+const PY_CLIENT: &str = r#"
+import asyncio, sys, time, websockets
+
+async def main(echo_url, feed_url):
+    async with websockets.connect(echo_url) as ws:
+        await ws.send("hello")
+        assert await ws.recv() == "hello"
+    got = []
+    async with websockets.connect(feed_url) as ws:
+        start = time.monotonic()
+        while True:
+            try:
+                m = await asyncio.wait_for(ws.recv(), 0.5)
+            except (asyncio.TimeoutError, websockets.ConnectionClosed):
+                break
+            got.append(int(m))
+            if time.monotonic() - start < 0.5:
+                await asyncio.sleep(0.001)
+    print(len(got), got[-1] if got else 0, all(a < b for a, b in zip(got, got[1:])))
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pythons_websockets_client_through_the_proxy() {
+    let py = python();
+    let (echo_up, _) = ws_upstream(Mode::Echo).await;
+    let echo = ws_proxy(echo_up, "");
+    let (feed_up, _) = ws_upstream(Mode::Firehose(20_000)).await;
+    let feed = ws_proxy(feed_up, "policy = \"drop_oldest\"\nqueue = 64\n");
+    let echo_url = format!("ws://{}/echo", echo.listener_addr("web").unwrap());
+    let feed_url = format!("ws://{}/feed", feed.listener_addr("web").unwrap());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(py).args(["-c", PY_CLIENT, &echo_url, &feed_url]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8(out.stdout).unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (count, last): (u64, u64) = (fields[0].parse().unwrap(), fields[1].parse().unwrap());
+    assert_eq!(fields[2], "True", "in order: {line}");
+    assert_eq!(last, 20_000, "the newest survives: {line}");
+    assert!(count < 20_000, "a slow reader does not get everything: {line}");
+    let dropped =
+        metric(feed.admin_addr().unwrap(), "spillway_websocket_dropped_messages_total{route=\"live\"}").await;
+    assert_eq!(dropped as u64 + count, 20_000);
+    stop(echo).await;
+    stop(feed).await;
+}
