@@ -81,21 +81,8 @@ pub(crate) fn run_worker(
             let listener = tokio::net::TcpListener::from_std(socket)?;
             let (mut stop, tcp_open) = (stop.clone(), tcp_open.clone());
             loops.spawn(async move {
-                loop {
-                    let stream = tokio::select! {
-                        accepted = listener.accept() => match accepted {
-                            Ok((s, _)) => s,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "accept failed");
-                                tokio::time::sleep(Duration::from_millis(10)).await;
-                                continue;
-                            }
-                        },
-                        () = stopped(&mut stop) => break,
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let open = tcp_open.clone();
-                    tokio::spawn(proxy.clone().serve(stream, open));
+                while let Some((stream, _)) = next_connection(&listener, &mut stop).await {
+                    tokio::spawn(proxy.clone().serve(stream, tcp_open.clone()));
                 }
             });
         }
@@ -108,20 +95,7 @@ pub(crate) fn run_worker(
             let handshake =
                 Some(config.header_read_timeout).filter(|t| !t.is_zero()).unwrap_or(Duration::MAX);
             loops.spawn(async move {
-                loop {
-                    let (stream, peer) = tokio::select! {
-                        accepted = listener.accept() => match accepted {
-                            Ok(a) => a,
-                            // Out of descriptors or the like: back off instead of spinning.
-                            Err(e) => {
-                                tracing::warn!(error = %e, "accept failed");
-                                tokio::time::sleep(Duration::from_millis(10)).await;
-                                continue;
-                            }
-                        },
-                        () = stopped(&mut stop) => break,
-                    };
-                    let _ = stream.set_nodelay(true);
+                while let Some((stream, peer)) = next_connection(&listener, &mut stop).await {
                     // Registered at once: the drain waits for it, and its first head is due within
                     // the header read timeout from now.
                     let deadlines = sweeper.register(config.header_read_timeout);
@@ -168,6 +142,29 @@ pub(crate) fn run_worker(
         }
         Ok(())
     })
+}
+
+/// The next connection (with `TCP_NODELAY` set), or `None` once `stop` turns true.
+async fn next_connection(
+    listener: &tokio::net::TcpListener,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, peer));
+                }
+                // Out of descriptors or the like: back off instead of spinning.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            () = stopped(stop) => return None,
+        }
+    }
 }
 
 /// Whether a plain connection opens with the HTTP/2 preface (`PRI * HTTP/2.0`): h2c by prior
