@@ -6,19 +6,20 @@ use crate::config::Protocol;
 use crate::deadline::Deadlines;
 use crate::error::ProxyError;
 use crate::hop;
-use crate::metrics::Outcome;
+use crate::metrics::{Outcome, RouteMetrics};
 use crate::policy::Admitted;
 use crate::state::Route;
 use crate::upstream::{Reply, Upgraded};
 use crate::ws;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::{Request, Response, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use spillway_tower::http::is_grpc;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::time::Instant;
 
 /// What each request needs from its client connection.
 #[derive(Debug)]
@@ -80,7 +81,7 @@ async fn serve(conn: &Conn, parts: &mut Parts, body: Incoming, grpc: bool) -> Re
         Ok(a) => a,
         Err(refused) => return ProxyError::Overloaded(refused).response(grpc),
     };
-    let started = tokio::time::Instant::now();
+    let started = Instant::now();
 
     let hop_fields = hop::scan(&parts.headers);
     let websocket = hop_fields & hop::UPGRADE != 0
@@ -112,7 +113,7 @@ async fn serve(conn: &Conn, parts: &mut Parts, body: Incoming, grpc: bool) -> Re
     }
     if websocket {
         // Boxed: a rare path whose future the other requests should not carry.
-        return Box::pin(upgrade(route, worker, parts, admitted, grpc)).await;
+        return Box::pin(upgrade(route, worker, parts, admitted, grpc, started)).await;
     }
     // Pinned here, so that the timeouts below hold a pointer to it, not a copy.
     let send = std::pin::pin!(upstream.send(worker, parts, body, cap));
@@ -123,16 +124,7 @@ async fn serve(conn: &Conn, parts: &mut Parts, body: Incoming, grpc: bool) -> Re
     let result = sent.unwrap_or(Err(ProxyError::UpstreamTimeout));
     match result {
         Ok(resp) => {
-            let status = resp.status();
-            admitted.record(status.is_server_error());
-            metrics.duration.observe(started.elapsed().as_secs_f64());
-            metrics.outcome(if status.is_server_error() {
-                Outcome::server_error
-            } else if status.is_client_error() {
-                Outcome::client_error
-            } else {
-                Outcome::success
-            });
+            answered(metrics, &mut admitted, resp.status(), started);
             let (mut parts, body) = resp.into_parts();
             if !matches!(body, Reply::H1(_)) {
                 // (The HTTP/1.1 exchange never keeps them.)
@@ -147,12 +139,31 @@ async fn serve(conn: &Conn, parts: &mut Parts, body: Incoming, grpc: bool) -> Re
                 metrics.outcome(Outcome::invalid);
                 return ProxyError::BodyTooLarge(cap).response(grpc);
             }
-            admitted.record(e.is_upstream_failure());
-            metrics.outcome(Outcome::upstream_error);
             tracing::debug!(route = %route.config.name, error = %e, "upstream failed");
+            failed(metrics, &mut admitted, &e);
             e.response(grpc)
         }
     }
+}
+
+/// Counts an upstream's answer: for the admission (adaptive limit, breaker), the duration
+/// histogram and the outcome.
+fn answered(metrics: &RouteMetrics, admitted: &mut Admitted, status: StatusCode, started: Instant) {
+    admitted.record(status.is_server_error());
+    metrics.duration.observe(started.elapsed().as_secs_f64());
+    metrics.outcome(if status.is_server_error() {
+        Outcome::server_error
+    } else if status.is_client_error() {
+        Outcome::client_error
+    } else {
+        Outcome::success
+    });
+}
+
+/// Counts an upstream that failed to answer.
+fn failed(metrics: &RouteMetrics, admitted: &mut Admitted, e: &ProxyError) {
+    admitted.record(e.is_upstream_failure());
+    metrics.outcome(Outcome::upstream_error);
 }
 
 /// A WebSocket upgrade: passed to the upstream on a fresh connection; on 101 the relay takes
@@ -163,6 +174,7 @@ async fn upgrade(
     parts: &mut Parts,
     mut admitted: Admitted,
     grpc: bool,
+    started: Instant,
 ) -> Response<ProxyBody> {
     let (config, metrics) = (route.config.websocket, &route.metrics);
     if metrics.ws.open.get() >= config.max_connections as i64 {
@@ -177,8 +189,7 @@ async fn upgrade(
     let answer = tokio::time::timeout(route.config.timeout, route.upstream.upgrade(worker, parts)).await;
     match answer.unwrap_or(Err(ProxyError::UpstreamTimeout)) {
         Ok(Upgraded::Switched(head, io)) => {
-            admitted.record(false);
-            metrics.outcome(Outcome::success);
+            answered(metrics, &mut admitted, head.status(), started);
             let relay = ws::Relay { client, upstream: io, config, metrics: metrics.ws.clone() };
             tokio::spawn(relay.run());
             let (mut head, ()) = head.into_parts();
@@ -186,14 +197,11 @@ async fn upgrade(
             Response::from_parts(head, ProxyBody::empty())
         }
         Ok(Upgraded::Answered(resp)) => {
-            let status = resp.status();
-            admitted.record(status.is_server_error());
-            metrics.outcome(if status.is_server_error() { Outcome::server_error } else { Outcome::success });
+            answered(metrics, &mut admitted, resp.status(), started);
             resp.map(|body| ProxyBody::upstream(body, admitted))
         }
         Err(e) => {
-            admitted.record(e.is_upstream_failure());
-            metrics.outcome(Outcome::upstream_error);
+            failed(metrics, &mut admitted, &e);
             e.response(grpc)
         }
     }

@@ -132,16 +132,22 @@ async fn closed(s: &mut TcpStream) -> bool {
     matches!(tokio::time::timeout(Duration::from_secs(2), s.read(&mut b)).await, Ok(Ok(0) | Err(_)))
 }
 
+/// Two connections through the proxy at `addr`, each shown to work.
+async fn two_open(addr: SocketAddr) -> (TcpStream, TcpStream) {
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    let mut b = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(ping(&mut a, b"a").await, b"a");
+    assert_eq!(ping(&mut b, b"b").await, b"b");
+    (a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_limit_are_refused_or_wait_their_turn() {
     let up = echo().await;
     // No queue: the third connection is closed at once.
     let proxy = tcp_proxy(up, "max_connections = 2\n");
     let addr = proxy.listener_addr("raw").unwrap();
-    let mut a = TcpStream::connect(addr).await.unwrap();
-    let mut b = TcpStream::connect(addr).await.unwrap();
-    assert_eq!(ping(&mut a, b"a").await, b"a");
-    assert_eq!(ping(&mut b, b"b").await, b"b");
+    let (a, b) = two_open(addr).await;
     let mut c = TcpStream::connect(addr).await.unwrap();
     assert!(closed(&mut c).await, "over the limit: closed");
     let admin = proxy.admin_addr().unwrap();
@@ -156,10 +162,7 @@ async fn connections_past_the_limit_are_refused_or_wait_their_turn() {
     // A queue: the third waits, unread, and goes through when a slot frees.
     let proxy = tcp_proxy(up, "max_connections = 2\nqueue = 1\nqueue_timeout = \"5s\"\n");
     let addr = proxy.listener_addr("raw").unwrap();
-    let mut a = TcpStream::connect(addr).await.unwrap();
-    let mut b = TcpStream::connect(addr).await.unwrap();
-    assert_eq!(ping(&mut a, b"a").await, b"a");
-    assert_eq!(ping(&mut b, b"b").await, b"b");
+    let (a, b) = two_open(addr).await;
     let mut c = TcpStream::connect(addr).await.unwrap();
     c.write_all(b"queued").await.unwrap();
     let mut got = [0u8; 6];

@@ -260,9 +260,18 @@ impl Flaky {
         Ok(())
     }
 
-    /// Every id succeeded exactly once, and each failed one came back flagged as redelivered.
-    pub fn check(&self, failed_total: u64) {
+    /// Waits until the consumer behind `flow` handled every id, stops it, and checks that every
+    /// id succeeded exactly once, that each failed one came back flagged as redelivered, and
+    /// that nothing is left in flight.
+    pub async fn finish<T>(&self, flow: &spillway_queue::FlowControl, running: tokio::task::JoinHandle<T>) {
         use std::sync::atomic::Ordering::Relaxed;
+        let n = self.succeeded.len() as u64;
+        wait_until("every message handled", Duration::from_secs(20), || flow.snapshot().processed_total >= n)
+            .await;
+        running.abort();
+        let s = flow.snapshot();
+        assert_eq!((s.processed_total, s.lag), (n, 0));
+        let failed_total = s.failed_total;
         for (id, n) in self.succeeded.iter().enumerate() {
             assert_eq!(n.load(Relaxed), 1, "message {id} succeeded {} times", n.load(Relaxed));
         }
