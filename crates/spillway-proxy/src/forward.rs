@@ -8,6 +8,7 @@ use crate::error::ProxyError;
 use crate::hop;
 use crate::metrics::{Outcome, RouteMetrics};
 use crate::policy::Admitted;
+use crate::server::Streams;
 use crate::state::Route;
 use crate::upstream::{Reply, Upgraded};
 use crate::ws;
@@ -30,6 +31,8 @@ pub(crate) struct Conn {
     pub(crate) peer: SocketAddr,
     /// HTTP/1.1: the connection's swept deadlines. HTTP/2 streams use tokio's timers.
     pub(crate) deadlines: Option<Arc<Deadlines>>,
+    /// For WebSocket relays, which outlive their request.
+    pub(crate) streams: Streams,
 }
 
 /// Serves one request that arrived on `conn`.
@@ -113,7 +116,7 @@ async fn serve(conn: &Conn, parts: &mut Parts, body: Incoming, grpc: bool) -> Re
     }
     if websocket {
         // Boxed: a rare path whose future the other requests should not carry.
-        return Box::pin(upgrade(route, worker, parts, admitted, grpc, started)).await;
+        return Box::pin(upgrade(route, conn, parts, admitted, grpc, started)).await;
     }
     // Pinned here, so that the timeouts below hold a pointer to it, not a copy.
     let send = std::pin::pin!(upstream.send(worker, parts, body, cap));
@@ -170,7 +173,7 @@ fn failed(metrics: &RouteMetrics, admitted: &mut Admitted, e: &ProxyError) {
 /// both sides over (see `ws`), and the request's admission ends with the 101.
 async fn upgrade(
     route: &Route,
-    worker: usize,
+    conn: &Conn,
     parts: &mut Parts,
     mut admitted: Admitted,
     grpc: bool,
@@ -186,11 +189,17 @@ async fn upgrade(
         return ProxyError::NoRoute.response(grpc);
     };
     ws::restore_upgrade_fields(&mut parts.headers);
-    let answer = tokio::time::timeout(route.config.timeout, route.upstream.upgrade(worker, parts)).await;
+    let answer = tokio::time::timeout(route.config.timeout, route.upstream.upgrade(conn.worker, parts)).await;
     match answer.unwrap_or(Err(ProxyError::UpstreamTimeout)) {
         Ok(Upgraded::Switched(head, io)) => {
             answered(metrics, &mut admitted, head.status(), started);
-            let relay = ws::Relay { client, upstream: io, config, metrics: metrics.ws.clone() };
+            let relay = ws::Relay {
+                client,
+                upstream: io,
+                config,
+                metrics: metrics.ws.clone(),
+                streams: conn.streams.clone(),
+            };
             tokio::spawn(relay.run());
             let (mut head, ()) = head.into_parts();
             ws::restore_upgrade_fields(&mut head.headers);

@@ -221,7 +221,7 @@ impl Metrics {
         );
         r.register(
             "websocket_disconnects",
-            "WebSocket connections the proxy closed: slow_consumer (1008), message_too_big (1009)",
+            "WebSocket connections the proxy closed: slow_consumer (queue full, 1008), lagging (max_lag, 1008), message_too_big (1009)",
             m.ws_closed.clone(),
         );
         r.register("tcp_open_connections", "TCP-mode connections being proxied", m.tcp_open.clone());
@@ -261,8 +261,9 @@ impl Metrics {
         let queued = self.ws_queued.get_or_create(&label).clone();
         let dropped = self.ws_dropped.get_or_create(&label).clone();
         let slow_consumer = closed("slow_consumer");
+        let lagging = closed("lagging");
         let too_big = closed("message_too_big");
-        WsMetrics { open, queued, dropped, slow_consumer, too_big }
+        WsMetrics { open, queued, dropped, slow_consumer, lagging, too_big }
     }
 
     /// Forgets a route that a reload removed (its label set must not grow forever).
@@ -290,7 +291,7 @@ impl Metrics {
         self.ws_open.remove(&label);
         self.ws_queued.remove(&label);
         self.ws_dropped.remove(&label);
-        for reason in ["slow_consumer", "message_too_big"] {
+        for reason in WS_CLOSE_REASONS {
             self.ws_closed.remove(&RouteReasonWord { route: route.into(), reason });
         }
     }
@@ -349,8 +350,11 @@ pub(crate) struct WsMetrics {
     pub(crate) queued: Gauge,
     pub(crate) dropped: Counter,
     pub(crate) slow_consumer: Counter,
+    pub(crate) lagging: Counter,
     pub(crate) too_big: Counter,
 }
+
+const WS_CLOSE_REASONS: [&str; 3] = ["slow_consumer", "lagging", "message_too_big"];
 
 impl RouteMetrics {
     pub(crate) fn outcome(&self, o: Outcome) {

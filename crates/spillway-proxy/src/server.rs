@@ -75,14 +75,13 @@ pub(crate) fn run_worker(
         let sweeper = Arc::new(Sweeper::default());
         tokio::spawn(sweeper.clone().run());
         let mut loops = tokio::task::JoinSet::new();
-        // One clone per open TCP-mode connection: the drain waits for the count to fall to one.
-        let tcp_open = Arc::new(());
+        let streams = Streams { stop: stop.clone(), open: Arc::new(()) };
         for (socket, proxy) in tcp {
             let listener = tokio::net::TcpListener::from_std(socket)?;
-            let (mut stop, tcp_open) = (stop.clone(), tcp_open.clone());
+            let (mut stop, open) = (stop.clone(), streams.open.clone());
             loops.spawn(async move {
                 while let Some((stream, _)) = next_connection(&listener, &mut stop).await {
-                    tokio::spawn(proxy.clone().serve(stream, tcp_open.clone()));
+                    tokio::spawn(proxy.clone().serve(stream, open.clone()));
                 }
             });
         }
@@ -90,6 +89,7 @@ pub(crate) fn run_worker(
             let listener = tokio::net::TcpListener::from_std(socket)?;
             let builders = Builders::new(&config);
             let (shared, sweeper, mut stop) = (shared.clone(), sweeper.clone(), stop.clone());
+            let streams = streams.clone();
             // The TLS handshake and the first bytes fall under the header read timeout (zero
             // turns it off).
             let handshake =
@@ -99,8 +99,14 @@ pub(crate) fn run_worker(
                     // Registered at once: the drain waits for it, and its first head is due within
                     // the header read timeout from now.
                     let deadlines = sweeper.register(config.header_read_timeout);
-                    let conn =
-                        Conn { shared: shared.clone(), worker, listener: index, peer, deadlines: None };
+                    let conn = Conn {
+                        shared: shared.clone(),
+                        worker,
+                        listener: index,
+                        peer,
+                        deadlines: None,
+                        streams: streams.clone(),
+                    };
                     let builders = builders.clone();
                     let tls = tls.clone();
                     tokio::spawn(async move {
@@ -131,17 +137,26 @@ pub(crate) fn run_worker(
         // accepted before it, which drain at their first poll.
         sweeper.drain();
         // TCP-mode connections have no requests to finish: they get the grace period to close.
-        let tcp_closed = async {
-            while Arc::strong_count(&tcp_open) > 1 {
+        // WebSocket relays send what is queued, then close both sides with 1001.
+        let streams_closed = async {
+            while Arc::strong_count(&streams.open) > 1 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         };
-        let drained = async { tokio::join!(sweeper.drained(), tcp_closed) };
+        let drained = async { tokio::join!(sweeper.drained(), streams_closed) };
         if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!(worker, "grace period over with connections still open");
         }
         Ok(())
     })
+}
+
+/// What the worker's long-lived streams (TCP-mode connections, WebSocket relays) share with its
+/// drain: the stop signal, and a count the drain waits on (one clone per open stream).
+#[derive(Debug, Clone)]
+pub(crate) struct Streams {
+    pub(crate) stop: watch::Receiver<bool>,
+    pub(crate) open: Arc<()>,
 }
 
 /// The next connection (with `TCP_NODELAY` set), or `None` once `stop` turns true.

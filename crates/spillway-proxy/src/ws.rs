@@ -12,6 +12,11 @@
 //! | `drop_newest` | drops the new message | never waits; counted |
 //! | `disconnect` | the slow side is closed with 1008 and a reason | keeps its connection to the proxy until then |
 //!
+//! With `max_lag`, a message that has waited that long for its reader closes the reader with
+//! 1008 (`slow consumer: lagging`), whatever the policy: a reader that stopped reading is found
+//! even when its queue never fills. A side that does not take its close frame within a second is
+//! dropped. When the worker stops, each side gets what is queued for it, then a close with 1001.
+//!
 //! A message (or frame) over `max_message` closes its sender with 1009. Extensions are not
 //! negotiated (`Sec-WebSocket-Extensions` is not forwarded): each message is relayed as read.
 //! With `flow_control`, the proxy tells the upstream `{"event":"flow.pause","reason":"buffer full"}`
@@ -20,6 +25,7 @@
 
 use crate::config::{WebSocketConfig, WsPolicy};
 use crate::metrics::WsMetrics;
+use crate::server::{Streams, stopped};
 use crate::upstream::OpenGuard;
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
@@ -30,8 +36,10 @@ use hyper_util::rt::TokioIo;
 use spillway::channel::{OverflowPolicy, Receiver, SendError, SendOutcome, Sender, channel};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig as Limits};
@@ -71,41 +79,60 @@ pub(crate) struct Relay {
     pub(crate) upstream: (TcpStream, BytesMut, OpenGuard),
     pub(crate) config: WebSocketConfig,
     pub(crate) metrics: WsMetrics,
+    pub(crate) streams: Streams,
+}
+
+/// How far along its close a side is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Open,
+    /// Its reader stops; its writer sends what is queued, then its close frame.
+    Draining,
+    /// Its reader stops; its writer sends its close frame without what is still queued.
+    Done,
 }
 
 /// One side's state, shared by the loop that reads it and the loop that writes it.
 struct Side {
     /// The close frame to send this side when its writer ends.
     close: Mutex<Option<CloseFrame>>,
-    /// Set once this side is done: its reader stops, and its writer sends its close frame
-    /// without the messages still queued.
-    done: watch::Sender<bool>,
+    phase: watch::Sender<Phase>,
 }
 
 impl Side {
     fn new() -> Self {
-        Self { close: Mutex::new(None), done: watch::Sender::new(false) }
+        Self { close: Mutex::new(None), phase: watch::Sender::new(Phase::Open) }
     }
 
-    /// Sets the close frame (the first one set wins); `now`: close this side at once.
-    fn close_with(&self, code: CloseCode, reason: &'static str, now: bool) {
+    /// Sets the close frame (the first one set wins) and moves the side on to `phase`.
+    fn close_with(&self, code: CloseCode, reason: &'static str, phase: Phase) {
         self.close
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert(CloseFrame { code, reason: reason.into() });
-        if now {
-            self.done.send_replace(true);
-        }
+        self.advance(phase);
     }
 
-    async fn closed(&self) {
-        let _ = self.done.subscribe().wait_for(|done| *done).await;
+    fn advance(&self, phase: Phase) {
+        self.phase.send_if_modified(|p| (*p < phase).then(|| *p = phase).is_some());
+    }
+
+    async fn reached(&self, phase: Phase) {
+        let _ = self.phase.subscribe().wait_for(|p| *p >= phase).await;
     }
 }
 
+/// How long a side gets to take its close frame before its connection is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A queued message, with the time by which it must be on its way (`max_lag`).
+type Queued = (Message, Option<Instant>);
+
 impl Relay {
-    /// Runs the relay until both sides are closed.
+    /// Runs the relay until both sides are closed. When the worker stops, each side is sent
+    /// what is queued for it, then a close with 1001.
     pub(crate) async fn run(self) {
+        let Streams { mut stop, open: _open } = self.streams;
         let Ok(client) = self.client.await else { return };
         let (upstream, read, _open) = self.upstream;
         let limits = Limits::default()
@@ -126,19 +153,30 @@ impl Relay {
         let (to_client, for_client) = channel(self.config.queue, policy);
         let (client_side, upstream_side) = (Side::new(), Side::new());
         let flow = Flow::new(&self.config, &to_upstream);
-        let m = &self.metrics;
+        let (m, lag) = (&self.metrics, self.config.max_lag);
         m.open.inc();
         let client_reader = async {
-            read_side(client_rx, to_upstream, &client_side, &upstream_side, m, None).await;
+            read_side(client_rx, to_upstream, &client_side, &upstream_side, m, None, lag).await;
             if let Some(f) = &flow {
                 f.stop();
+            }
+        };
+        let shutdown = async {
+            tokio::select! {
+                () = stopped(&mut stop) => {
+                    for side in [&client_side, &upstream_side] {
+                        side.close_with(CloseCode::Away, "going away", Phase::Draining);
+                    }
+                }
+                ((), ()) = async { tokio::join!(client_side.reached(Phase::Done), upstream_side.reached(Phase::Done)) } => {}
             }
         };
         tokio::join!(
             client_reader,
             write_side(for_upstream, upstream_tx, &upstream_side, m, None),
-            read_side(upstream_rx, to_client, &upstream_side, &client_side, m, flow.as_ref()),
+            read_side(upstream_rx, to_client, &upstream_side, &client_side, m, flow.as_ref(), lag),
             write_side(for_client, client_tx, &client_side, m, flow.as_ref()),
+            shutdown,
         );
         m.open.dec();
     }
@@ -151,11 +189,11 @@ struct Flow {
     low: usize,
     /// Pause and resume join the upstream's queue, in turn. Taken away when the client's
     /// reader ends, so that the queue can close.
-    to_upstream: Mutex<Option<Sender<Message>>>,
+    to_upstream: Mutex<Option<Sender<Queued>>>,
 }
 
 impl Flow {
-    fn new(config: &WebSocketConfig, to_upstream: &Sender<Message>) -> Option<Self> {
+    fn new(config: &WebSocketConfig, to_upstream: &Sender<Queued>) -> Option<Self> {
         config.flow_control.then(|| Self {
             paused: AtomicBool::new(false),
             high: (config.queue * 3 / 4).max(1),
@@ -174,7 +212,7 @@ impl Flow {
             return;
         };
         if let Some(tx) = &*self.to_upstream.lock().unwrap_or_else(|e| e.into_inner())
-            && let Ok(SendOutcome::Sent) = tx.try_send(Message::text(event))
+            && let Ok(SendOutcome::Sent) = tx.try_send((Message::text(event), None))
         {
             m.queued.inc();
         }
@@ -188,19 +226,20 @@ impl Flow {
 /// Reads `from` into `queue` until it closes; `me` is the side read, `peer` the side written.
 async fn read_side<S>(
     mut from: S,
-    queue: Sender<Message>,
+    queue: Sender<Queued>,
     me: &Side,
     peer: &Side,
     m: &WsMetrics,
     flow: Option<&Flow>,
+    max_lag: Option<Duration>,
 ) where
     S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
 {
     loop {
         let msg = tokio::select! {
             msg = from.next() => msg,
-            // This side is done (closed by the proxy, or its writer finished): stop reading it.
-            () = me.closed() => None,
+            // This side is closing (by the proxy, or its writer finished): stop reading it.
+            () = me.reached(Phase::Draining) => None,
         };
         let msg = match msg {
             Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => msg,
@@ -213,17 +252,17 @@ async fn read_side<S>(
             }
             Some(Err(WsError::Capacity(_))) => {
                 m.too_big.inc();
-                me.close_with(CloseCode::Size, "message too big", true);
-                peer.close_with(CloseCode::Away, "peer closed", false);
+                me.close_with(CloseCode::Size, "message too big", Phase::Done);
+                peer.close_with(CloseCode::Away, "peer closed", Phase::Open);
                 break;
             }
             // A reset or a protocol error: the peer is told the other side went away.
             Some(Err(_)) | None => {
-                peer.close_with(CloseCode::Away, "peer closed", false);
+                peer.close_with(CloseCode::Away, "peer closed", Phase::Open);
                 break;
             }
         };
-        match queue.send(msg).await {
+        match queue.send((msg, max_lag.map(|lag| Instant::now() + lag))).await {
             Ok(SendOutcome::Sent) => {
                 m.queued.inc();
             }
@@ -233,8 +272,8 @@ async fn read_side<S>(
             Err(SendError::Full(_)) => {
                 // Disconnect: the peer does not keep up.
                 m.slow_consumer.inc();
-                peer.close_with(CloseCode::Policy, "slow consumer: queue full", true);
-                me.close_with(CloseCode::Away, "peer closed", false);
+                peer.close_with(CloseCode::Policy, "slow consumer: queue full", Phase::Done);
+                me.close_with(CloseCode::Away, "peer closed", Phase::Open);
                 break;
             }
             // The peer's writer is gone.
@@ -248,31 +287,47 @@ async fn read_side<S>(
 }
 
 /// Sends what `queue` holds to `to`, then this side's close frame.
-async fn write_side<K>(queue: Receiver<Message>, mut to: K, me: &Side, m: &WsMetrics, flow: Option<&Flow>)
+async fn write_side<K>(queue: Receiver<Queued>, mut to: K, me: &Side, m: &WsMetrics, flow: Option<&Flow>)
 where
     K: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
     loop {
-        let msg = tokio::select! {
-            msg = queue.recv() => msg,
-            () = me.closed() => None,
+        let next = tokio::select! {
+            next = queue.recv() => next,
+            () = me.reached(Phase::Done) => None,
         };
-        let Some(msg) = msg else { break };
+        let Some((msg, due)) = next else { break };
         m.queued.dec();
         if let Some(f) = flow {
             f.update(queue.len(), m);
         }
-        if to.send(msg).await.is_err() {
-            break;
+        let sent = match due {
+            None => Some(to.send(msg).await),
+            Some(due) if due > Instant::now() => tokio::time::timeout_at(due, to.send(msg)).await.ok(),
+            Some(_) => None,
+        };
+        match sent {
+            Some(Ok(())) => {}
+            Some(Err(_)) => break,
+            // The message waited `max_lag`: this side does not keep up.
+            None => {
+                m.lagging.inc();
+                me.close_with(CloseCode::Policy, "slow consumer: lagging", Phase::Done);
+                break;
+            }
         }
     }
     // What is still queued is dropped with the queue: count it out of the gauge.
     let left = queue.len() as i64;
     m.queued.dec_by(left);
     drop(queue);
-    let frame = me.close.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let _ = to.send(Message::Close(frame)).await;
-    let _ = to.close().await;
     // Whoever reads this side stops too.
-    me.done.send_replace(true);
+    me.advance(Phase::Done);
+    let frame = me.close.lock().unwrap_or_else(|e| e.into_inner()).take();
+    // A side that does not read gets no longer than CLOSE_TIMEOUT for its close frame.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        let _ = to.send(Message::Close(frame)).await;
+        let _ = to.close().await;
+    })
+    .await;
 }

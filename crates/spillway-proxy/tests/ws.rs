@@ -18,6 +18,8 @@ enum Mode {
     Echo,
     /// Sends 1..=n as fast as it may, then waits for the close.
     Firehose(u64),
+    /// As `Firehose`, each number zero-padded to 1 KiB: more than kernel buffers hold.
+    Wide(u64),
 }
 
 /// A WebSocket upstream; it records the text messages it receives.
@@ -43,7 +45,8 @@ async fn ws_upstream(mode: Mode) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
                             }
                         }
                     }
-                    Mode::Firehose(n) => {
+                    Mode::Firehose(n) | Mode::Wide(n) => {
+                        let width = if matches!(mode, Mode::Wide(_)) { 1024 } else { 0 };
                         let listen = tokio::spawn(async move {
                             while let Some(Ok(m)) = rx.next().await {
                                 if let Message::Text(t) = m {
@@ -52,7 +55,7 @@ async fn ws_upstream(mode: Mode) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
                             }
                         });
                         for i in 1..=n {
-                            if tx.send(Message::text(i.to_string())).await.is_err() {
+                            if tx.send(Message::text(format!("{i:0>width$}"))).await.is_err() {
                                 break;
                             }
                         }
@@ -187,6 +190,44 @@ async fn a_slow_client_is_disconnected_with_1008_and_an_oversize_message_gets_10
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_reading_is_closed_after_max_lag() {
+    let (up, _) = ws_upstream(Mode::Wide(100_000)).await;
+    let proxy = ws_proxy(up, "policy = \"block\"\nqueue = 64\nmax_lag = \"300ms\"\n");
+    let mut c = connect(&proxy).await;
+    // Reads nothing for a while: kernel buffers fill, then the queue, then a message waits 300 ms.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (got, code) = read_numbers(&mut c, Duration::ZERO).await;
+    assert!(!got.is_empty() && got.len() < 100_000, "{}", got.len());
+    assert_eq!(got, (1..=got.len() as u64).collect::<Vec<_>>(), "what arrives is a prefix, in order");
+    // The close frame reaches a reader only if it reads within a second of it being sent.
+    assert!(matches!(code, None | Some(CloseCode::Policy)), "{code:?}");
+    let admin = proxy.admin_addr().unwrap();
+    assert_eq!(
+        metric(admin, "spillway_websocket_disconnects_total{route=\"live\",reason=\"lagging\"}").await,
+        1.0
+    );
+    stop(proxy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_what_is_queued_then_closes_with_1001() {
+    let (up, _) = ws_upstream(Mode::Wide(100_000)).await;
+    let proxy = ws_proxy(up, "policy = \"block\"\nqueue = 64\n");
+    let mut c = connect(&proxy).await;
+    let admin = proxy.admin_addr().unwrap();
+    // The queue fills behind a reader that waits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(metric(admin, "spillway_websocket_queued_messages{route=\"live\"}").await > 0.0);
+    let stopping = tokio::spawn(stop(proxy));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (got, code) = read_numbers(&mut c, Duration::ZERO).await;
+    assert_eq!(code, Some(CloseCode::Away), "after {} messages", got.len());
+    assert!(got.len() < 100_000);
+    assert_eq!(got, (1..=got.len() as u64).collect::<Vec<_>>(), "nothing read from the producer is lost");
+    tokio::time::timeout(Duration::from_secs(5), stopping).await.expect("the drain ends").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flow_control_tells_the_producer_to_pause_then_resume() {
     let (up, heard) = ws_upstream(Mode::Firehose(5_000)).await;
     let proxy = ws_proxy(up, "policy = \"block\"\nqueue = 64\nflow_control = true\n");
@@ -264,4 +305,23 @@ async fn pythons_websockets_client_through_the_proxy() {
     assert_eq!(dropped as u64 + count, 20_000);
     stop(echo).await;
     stop(feed).await;
+}
+
+#[test]
+fn bad_websocket_settings_name_file_line_and_key() {
+    let config = |ws: &str| {
+        format!(
+            "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"app\"\n\
+             addrs = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"live\"\nlistener = \"web\"\nupstream = \"app\"\n\
+             [routes.websocket]\n{ws}"
+        )
+    };
+    for (ws, key) in [
+        ("max_lag = \"0s\"\n", "routes[0].websocket.max_lag"),
+        ("policy = \"fast\"\n", "routes[0].websocket.policy"),
+        ("queue = 0\n", "routes[0].websocket.queue"),
+    ] {
+        let e = spillway_proxy::Config::parse(&config(ws), "ws.toml").unwrap_err().to_string();
+        assert!(e.contains("ws.toml:12") && e.contains(key), "{ws}: {e}");
+    }
 }

@@ -225,6 +225,9 @@ pub struct WebSocketConfig {
     /// Send `{"event":"flow.pause","reason":"buffer full"}` upstream when the client's queue
     /// passes 3/4 full, and `{"event":"flow.resume"}` when it falls under 1/4.
     pub flow_control: bool,
+    /// A message that has waited this long for its reader closes that reader with 1008
+    /// (`slow consumer: lagging`), whatever the policy. `None`: no time limit.
+    pub max_lag: Option<Duration>,
 }
 
 impl Default for WebSocketConfig {
@@ -235,6 +238,7 @@ impl Default for WebSocketConfig {
             max_message: 1 << 20,
             max_connections: 10_000,
             flow_control: false,
+            max_lag: None,
         }
     }
 }
@@ -476,6 +480,10 @@ fn websocket(k: &str, w: raw::WebSocket) -> Result<WebSocketConfig, Invalid> {
             w.max_connections.unwrap_or(d.max_connections),
         )?,
         flow_control: w.flow_control.unwrap_or(false),
+        max_lag: match w.max_lag {
+            Some(d) if d.0.is_zero() => return bad(format!("{k}.max_lag"), "must be more than zero"),
+            d => d.map(|d| d.0),
+        },
     })
 }
 

@@ -133,6 +133,7 @@ pub(crate) struct WebSocket {
     pub(crate) max_message: Option<Size>,
     pub(crate) max_connections: Option<usize>,
     pub(crate) flow_control: Option<bool>,
+    pub(crate) max_lag: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
