@@ -1,5 +1,8 @@
 //! The `spillway` binary: help, version, the demo, and clear errors on bad flags.
 
+mod common;
+
+use common::Child;
 use std::process::Command;
 
 fn spillway(args: &[&str]) -> std::process::Output {
@@ -64,16 +67,6 @@ fn simulate_prints_every_controller() {
         assert!(text.contains(name), "missing {name:?} in:\n{text}");
     }
     assert!(text.contains("offered load 10x C") && text.contains("capacity halves"));
-}
-
-/// Kills the backend we started when the test ends, pass or fail.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -1,12 +1,9 @@
 //! `spillway lab` and `spillway demo` end to end: real backend and proxy processes, real load.
 
-use std::process::Command;
+mod common;
 
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("spillway-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+use common::tempdir;
+use std::process::Command;
 
 #[test]
 fn lab_quick_shows_collapse_without_and_goodput_with_backpressure() {

@@ -1,23 +1,12 @@
 //! `spillway serve` as a process: real signals, a real backend process, raw HTTP/1.1 clients.
 
+mod common;
+
+use common::{Child, serve, spillway, tempdir};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// Kills the process when the test ends, pass or fail.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spillway() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_spillway"))
-}
 
 /// Starts `spillway backend` and returns it with its address.
 fn backend(pool: &str, service_ms: &str) -> (Child, String) {
@@ -31,26 +20,6 @@ fn backend(pool: &str, service_ms: &str) -> (Child, String) {
     let mut line = String::new();
     BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
     (child, line.trim().strip_prefix("listening on ").unwrap().to_string())
-}
-
-/// Starts `spillway serve` on `config` and returns it with its listener and admin addresses.
-fn serve(config: &std::path::Path) -> (Child, String, String) {
-    let mut child = Child(
-        spillway()
-            .args(["serve", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut out = BufReader::new(child.0.stdout.take().unwrap());
-    let (mut web, mut admin) = (String::new(), String::new());
-    out.read_line(&mut web).unwrap();
-    out.read_line(&mut admin).unwrap();
-    let web = web.trim().rsplit("http://").next().unwrap().to_string();
-    let admin = admin.trim().rsplit("http://").next().unwrap().to_string();
-    (child, web, admin)
 }
 
 /// One request on its own connection; the status code (0 if the connection failed).
@@ -98,12 +67,6 @@ queue_timeout = "10s"
     );
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("spillway-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]
