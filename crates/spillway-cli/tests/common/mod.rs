@@ -1,6 +1,6 @@
 //! What the binary's end-to-end tests share: the binary, a child process that dies with the
 //! test, `spillway serve` started on a config, and a fresh temporary directory.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
