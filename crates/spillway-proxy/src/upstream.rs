@@ -327,6 +327,8 @@ impl Upstream {
         let (io, guard) = self.dial().await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            .initial_stream_window_size(self.config.h2_stream_window)
+            .initial_connection_window_size(self.config.h2_connection_window)
             .handshake(TokioIo::new(io))
             .await
             .map_err(ProxyError::Upstream)?;

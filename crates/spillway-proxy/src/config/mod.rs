@@ -158,6 +158,11 @@ pub struct UpstreamConfig {
     pub max_connections: usize,
     /// Connect timeout (502 after it).
     pub connect_timeout: Duration,
+    /// h2c: the window of each stream and of each connection the proxy opens to it: how much
+    /// of an answer the proxy takes before its client reads it.
+    pub h2_stream_window: u32,
+    /// See `h2_stream_window`.
+    pub h2_connection_window: u32,
     /// A circuit breaker in front of it.
     pub breaker: Option<BreakerPolicy>,
 }
@@ -451,6 +456,17 @@ fn positive(key: String, n: usize) -> Result<usize, Invalid> {
 
 const MAX_WINDOW: u64 = (1 << 31) - 1;
 
+/// An HTTP/2 flow-control window (RFC 9113 §6.9: at most 2^31 - 1).
+fn window(key: String, v: Option<raw::Size>, default: u32) -> Result<u32, Invalid> {
+    match v {
+        Some(raw::Size(n)) if !(65_535..=MAX_WINDOW).contains(&n) => {
+            bad(key, format!("must be between 65535 and {MAX_WINDOW} bytes"))
+        }
+        Some(raw::Size(n)) => Ok(n as u32),
+        None => Ok(default),
+    }
+}
+
 fn websocket(k: &str, w: raw::WebSocket) -> Result<WebSocketConfig, Invalid> {
     let d = WebSocketConfig::default();
     let policy = match w.policy.as_deref().unwrap_or("block") {
@@ -514,13 +530,6 @@ fn validate(raw: raw::Raw) -> Result<Config, Invalid> {
                 c.parse().or_else(|e| bad(format!("listeners[{i}].trusted_proxies[{j}]"), format!("{e}")))?,
             );
         }
-        let window = |f: &str, v: Option<raw::Size>, default: u32| match v {
-            Some(raw::Size(n)) if !(65_535..=MAX_WINDOW).contains(&n) => {
-                bad(k(f), format!("must be between 65535 and {MAX_WINDOW} bytes"))
-            }
-            Some(raw::Size(n)) => Ok(n as u32),
-            None => Ok(default),
-        };
         listeners.push(ListenerConfig {
             listen: addr(k("listen"), &l.listen)?,
             tls: l.tls.map(|t| TlsConfig { cert: t.cert.into(), key: t.key.into() }),
@@ -531,8 +540,8 @@ fn validate(raw: raw::Raw) -> Result<Config, Invalid> {
             max_body_bytes: l.max_body_bytes.map_or(64 << 20, |s| s.0),
             h2_max_concurrent_streams: l.h2_max_concurrent_streams.unwrap_or(100).max(1),
             h2_max_pending_resets: l.h2_max_pending_resets.unwrap_or(20),
-            h2_stream_window: window("h2_stream_window", l.h2_stream_window, 256 << 10)?,
-            h2_connection_window: window("h2_connection_window", l.h2_connection_window, 1 << 20)?,
+            h2_stream_window: window(k("h2_stream_window"), l.h2_stream_window, 256 << 10)?,
+            h2_connection_window: window(k("h2_connection_window"), l.h2_connection_window, 1 << 20)?,
             trusted_proxies: trusted,
             forwarded_for: l.forwarded_for.unwrap_or(true),
             name: l.name,
@@ -563,6 +572,8 @@ fn validate(raw: raw::Raw) -> Result<Config, Invalid> {
             protocol,
             max_connections: positive(k("max_connections"), u.max_connections.unwrap_or(1024))?,
             connect_timeout: u.connect_timeout.map_or(Duration::from_secs(1), |d| d.0),
+            h2_stream_window: window(k("h2_stream_window"), u.h2_stream_window, 256 << 10)?,
+            h2_connection_window: window(k("h2_connection_window"), u.h2_connection_window, 1 << 20)?,
             breaker: u.breaker.map(|b| breaker(&k("breaker"), b)).transpose()?,
             name: u.name,
         });

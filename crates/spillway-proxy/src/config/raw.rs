@@ -85,6 +85,8 @@ pub(crate) struct Upstream {
     pub(crate) protocol: Option<String>,
     pub(crate) max_connections: Option<usize>,
     pub(crate) connect_timeout: Option<Dur>,
+    pub(crate) h2_stream_window: Option<Size>,
+    pub(crate) h2_connection_window: Option<Size>,
     pub(crate) breaker: Option<Breaker>,
 }
 
