@@ -180,10 +180,11 @@ async fn upgrade(
     started: Instant,
 ) -> Response<ProxyBody> {
     let (config, metrics) = (route.config.websocket, &route.metrics);
-    if metrics.ws.open.get() >= config.max_connections as i64 {
+    // A slot is taken before the upstream is asked, so that a burst cannot pass the limit.
+    let Some(slot) = ws::Slot::take(&metrics.ws.open, config.max_connections) else {
         metrics.outcome(Outcome::rejected);
         return ProxyError::WebSocketsFull.response(grpc);
-    }
+    };
     let Some(client) = ws::take_client(parts) else {
         metrics.outcome(Outcome::invalid);
         return ProxyError::NoRoute.response(grpc);
@@ -194,6 +195,7 @@ async fn upgrade(
         Ok(Upgraded::Switched(head, io)) => {
             answered(metrics, &mut admitted, head.status(), started);
             let relay = ws::Relay {
+                slot,
                 client,
                 upstream: io,
                 config,

@@ -33,6 +33,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::gauge::Gauge;
 use spillway::channel::{OverflowPolicy, Receiver, SendError, SendOutcome, Sender, channel};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,8 +74,27 @@ pub(crate) fn take_client(parts: &mut Parts) -> Option<OnUpgrade> {
     parts.extensions.remove::<OnUpgrade>()
 }
 
+/// One of a route's `max_connections`, counted in its `websocket_connections` gauge from
+/// before the upgrade is passed on until the relay ends.
+pub(crate) struct Slot(Gauge);
+
+impl Slot {
+    pub(crate) fn take(open: &Gauge, max: usize) -> Option<Self> {
+        let slot = Self(open.clone());
+        // `inc` answers the count before it: one atomic step, no race between check and count.
+        (open.inc() < max as i64).then_some(slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// What the relay of one connection needs.
 pub(crate) struct Relay {
+    pub(crate) slot: Slot,
     pub(crate) client: OnUpgrade,
     pub(crate) upstream: (TcpStream, BytesMut, OpenGuard),
     pub(crate) config: WebSocketConfig,
@@ -154,7 +174,6 @@ impl Relay {
         let (client_side, upstream_side) = (Side::new(), Side::new());
         let flow = Flow::new(&self.config, &to_upstream);
         let (m, lag) = (&self.metrics, self.config.max_lag);
-        m.open.inc();
         let client_reader = async {
             read_side(client_rx, to_upstream, &client_side, &upstream_side, m, None, lag).await;
             if let Some(f) = &flow {
@@ -178,7 +197,7 @@ impl Relay {
             write_side(for_client, client_tx, &client_side, m, flow.as_ref()),
             shutdown,
         );
-        m.open.dec();
+        drop(self.slot);
     }
 }
 

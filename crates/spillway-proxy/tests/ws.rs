@@ -325,3 +325,32 @@ fn bad_websocket_settings_name_file_line_and_key() {
         assert!(e.contains("ws.toml:12") && e.contains(key), "{ws}: {e}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_upgrades_cannot_pass_max_connections() {
+    let (up, _) = ws_upstream(Mode::Echo).await;
+    let proxy = ws_proxy(up, "max_connections = 3\n");
+    let url = format!("ws://{}/feed", proxy.listener_addr("web").unwrap());
+    let tries = (0..20).map(|_| tokio::spawn(tokio_tungstenite::connect_async(url.clone())));
+    let (mut open, mut refused) = (Vec::new(), 0);
+    for t in tries.collect::<Vec<_>>() {
+        match t.await.unwrap() {
+            Ok((ws, _)) => open.push(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 503);
+                assert!(resp.headers().contains_key("retry-after"));
+                refused += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((open.len(), refused), (3, 17));
+    let admin = proxy.admin_addr().unwrap();
+    assert_eq!(metric(admin, "spillway_websocket_connections{route=\"live\"}").await, 3.0);
+    // A closed relay frees its slot.
+    drop(open.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(metric(admin, "spillway_websocket_connections{route=\"live\"}").await, 2.0);
+    assert!(tokio_tungstenite::connect_async(url).await.is_ok());
+    stop(proxy).await;
+}
