@@ -60,7 +60,10 @@ RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
 
 step "the lab's report in headless Chromium"
 cargo run --locked --release -q -- lab --scenario quick --seconds 3 --out target/lab-quick
-scripts/browser-test.sh target/lab-quick/report.html target/lab-quick/report.png
+scripts/browser-test.sh report target/lab-quick/report.html target/lab-quick/report.png
+
+step "the live dashboard in headless Chromium, under load"
+scripts/browser-test.sh dashboard target/dashboard.png
 
 step "comparison benchmarks (quick run, informational)"
 cargo run --locked --release -p spillway-benches -- --reps 3

@@ -7,9 +7,8 @@
 // Uses Debian's chromium (/usr/bin/chromium, or $CHROMIUM) through playwright-core, which
 // downloads no browser of its own. Exits 1 with one line per failed check, 2 on bad usage.
 
-import { chromium } from 'playwright-core';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { fail, failures, withPage } from './browser.mjs';
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
@@ -32,39 +31,12 @@ try {
   process.exit(2);
 }
 
-const failures = [];
-const fail = (msg) => failures.push(msg);
-
-const userDataDir = await mkdtemp(path.join(tmpdir(), 'spillway-chromium-'));
-let context;
-try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-    viewport: { width: 1400, height: 900 },
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
-
+await withPage(async (page) => {
   // The report must be self-contained: the only thing loaded is the file itself.
   page.on('request', (req) => {
     const url = req.url();
     if (url !== reportUrl && !url.startsWith('data:')) fail(`the page fetched ${url} (must be self-contained)`);
   });
-  page.on('pageerror', (err) => fail(`script error on the page: ${err.message}`));
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') fail(`console error: ${msg.text()}`);
-  });
-
   const response = await page.goto(reportUrl, { waitUntil: 'load' });
   if (response && !response.ok()) fail(`opening ${reportUrl}: status ${response.status()}`);
 
@@ -125,14 +97,4 @@ try {
     const rows = seen.rows.length;
     console.log(`browser test: ${CHARTS.length} charts drawn, ${rows} summary rows, screenshot ${png} (${size} bytes)`);
   }
-} catch (err) {
-  fail(`browser test could not run: ${err && err.stack ? err.stack : err}`);
-} finally {
-  if (context) await context.close().catch(() => {});
-  await rm(userDataDir, { recursive: true, force: true }).catch(() => {});
-}
-
-if (failures.length > 0) {
-  for (const f of failures) console.error(`browser test FAILED: ${f}`);
-  process.exit(1);
-}
+});

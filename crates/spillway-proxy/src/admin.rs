@@ -1,10 +1,11 @@
-//! The admin listener: `/metrics` (Prometheus text), `/livez`, `/readyz`. Separate from the
+//! The admin listener: `/metrics` (Prometheus text), `/livez`, `/readyz`, and `/dashboard`, a
+//! self-contained page that polls `/metrics` and charts each route live. Separate from the
 //! traffic listeners and on loopback unless configured otherwise.
 
 use crate::Shared;
 use crate::body::ProxyBody;
 use crate::metrics::Metrics;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -13,6 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
+
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// Serves the admin endpoints on `listener` until `stop`.
 pub(crate) async fn serve(
@@ -70,7 +73,20 @@ fn answer<B>(shared: &Shared, req: &Request<B>) -> Response<ProxyBody> {
             );
             r
         }
-        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /livez, /readyz\n"),
+        "/dashboard" => {
+            let mut r = text(StatusCode::OK, DASHBOARD);
+            let h = r.headers_mut();
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            // Nothing but this page and this listener's /metrics.
+            h.insert(
+                CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'none'; connect-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+                ),
+            );
+            r
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /livez, /readyz, /dashboard\n"),
     }
 }
 
