@@ -19,13 +19,15 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   if command -v rustup >/dev/null 2>&1; then rustup component add rustfmt clippy; fi
 fi
 
-# The message-queue tests (crates/spillway-queue) start real brokers of their own, and the
-# WebSocket tests drive Python's `websockets` client too. Debian packages them: install what is
+# The message-queue tests (crates/spillway-queue) start real brokers of their own, the
+# WebSocket tests drive Python's `websockets` client too, and the alert rules are checked with
+# promtool (Debian package prometheus). Debian packages them: install what is
 # missing, once, when we can.
 missing=()
 # (Debian's package serves /usr/bin/python3, which the test prefers over another python3.)
 /usr/bin/python3 -c 'import websockets' >/dev/null 2>&1 || python3 -c 'import websockets' >/dev/null 2>&1 ||
   missing+=(python3-websockets)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v nats-server >/dev/null 2>&1 || [[ -x /usr/sbin/nats-server ]] || missing+=(nats-server)
 command -v rabbitmq-server >/dev/null 2>&1 || [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || missing+=(rabbitmq-server)
 if ((${#missing[@]})); then
@@ -40,6 +42,10 @@ fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+
+step "alert rules: promtool check and unit tests"
+promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts_test.yml
 
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings

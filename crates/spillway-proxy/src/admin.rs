@@ -116,9 +116,9 @@ fn refresh_gauges(shared: &Shared) {
             Metrics::set_route_gauge(&m.queue_depth, name, s.waiting as i64);
             Metrics::set_route_gauge(&m.queue_capacity, name, s.queue_capacity as i64);
         }
-        if let Some((keys, evicted)) = r.policy.keyed_stats() {
+        if let Some((keys, evicted)) = r.policy.keyed_report() {
             Metrics::set_route_gauge(&m.keys, name, keys as i64);
-            Metrics::set_route_gauge(&m.evictions, name, evicted as i64);
+            Metrics::add_route_count(&m.evictions, name, evicted);
         }
     }
     for u in &state.upstreams {

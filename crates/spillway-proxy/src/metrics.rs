@@ -129,7 +129,7 @@ pub struct Metrics {
     pub(crate) queue_depth: Family<RouteLabel, Gauge>,
     pub(crate) queue_capacity: Family<RouteLabel, Gauge>,
     pub(crate) keys: Family<RouteLabel, Gauge>,
-    pub(crate) evictions: Family<RouteLabel, Gauge>,
+    pub(crate) evictions: Family<RouteLabel, Counter>,
     pub(crate) breaker_state: Family<UpstreamLabel, Gauge>,
     pub(crate) upstream_connections: Family<UpstreamLabel, Gauge>,
     ws_open: Family<RouteLabel, Gauge>,
@@ -139,6 +139,7 @@ pub struct Metrics {
     tcp_open: Family<TcpLabel, Gauge>,
     tcp_connections: Family<TcpOutcome, Counter>,
     reloads: Family<ResultLabel, Counter>,
+    last_reload_ok: Gauge,
 }
 
 impl Default for Metrics {
@@ -173,6 +174,7 @@ impl Metrics {
             tcp_open: Family::default(),
             tcp_connections: Family::default(),
             reloads: Family::default(),
+            last_reload_ok: Gauge::default(),
         };
         let r = m.registry.get_mut().unwrap_or_else(|e| e.into_inner());
         r.register("requests", "Requests by route and outcome", m.requests.clone());
@@ -195,7 +197,7 @@ impl Metrics {
         r.register("rate_limiter_keys", "Keys held by keyed rate limiters", m.keys.clone());
         r.register(
             "rate_limiter_evictions",
-            "Live keys pushed out of a keyed rate limiter's table (monotonic)",
+            "Live keys pushed out of a keyed rate limiter's full table",
             m.evictions.clone(),
         );
         r.register(
@@ -231,6 +233,12 @@ impl Metrics {
             m.tcp_connections.clone(),
         );
         r.register("reloads", "Config reloads by result", m.reloads.clone());
+        m.last_reload_ok.set(1);
+        r.register(
+            "config_last_reload_successful",
+            "1 if the last reload (or the start) took its config, 0 if it was refused",
+            m.last_reload_ok.clone(),
+        );
         let info = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
         r.register("build", "Build information", info);
         m
@@ -276,16 +284,10 @@ impl Metrics {
             self.would_reject.remove(&RouteReason { route: route.into(), reason: x });
         }
         let label = RouteLabel { route: route.into() };
-        for f in [
-            &self.in_flight,
-            &self.limit,
-            &self.queue_depth,
-            &self.queue_capacity,
-            &self.keys,
-            &self.evictions,
-        ] {
+        for f in [&self.in_flight, &self.limit, &self.queue_depth, &self.queue_capacity, &self.keys] {
             f.remove(&label);
         }
+        self.evictions.remove(&label);
         self.queue_wait.remove(&label);
         self.duration.remove(&label);
         self.ws_open.remove(&label);
@@ -298,6 +300,10 @@ impl Metrics {
 
     pub(crate) fn set_route_gauge(family: &Family<RouteLabel, Gauge>, route: &str, value: i64) {
         family.get_or_create(&RouteLabel { route: route.into() }).set(value);
+    }
+
+    pub(crate) fn add_route_count(family: &Family<RouteLabel, Counter>, route: &str, n: u64) {
+        family.get_or_create(&RouteLabel { route: route.into() }).inc_by(n);
     }
 
     pub(crate) fn set_upstream_gauge(family: &Family<UpstreamLabel, Gauge>, upstream: &str, value: i64) {
@@ -320,6 +326,7 @@ impl Metrics {
     /// Counts a reload.
     pub(crate) fn reload(&self, ok: bool) {
         self.reloads.get_or_create(&ResultLabel { result: if ok { "success" } else { "failure" } }).inc();
+        self.last_reload_ok.set(i64::from(ok));
     }
 
     /// The text exposition.

@@ -20,6 +20,7 @@ use spillway_tower::http::{ClientIp, RouteKey};
 use spillway_tower::{Overloaded, Reason};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The proxy's clock: the TSC, read when needed. (The core's default, `CoarseClock`, is cheaper
@@ -35,6 +36,8 @@ pub(crate) struct Policy {
     rates: Vec<Rate>,
     bulkhead: Option<Arc<Bulkhead>>,
     hasher: foldhash::fast::FixedState,
+    /// Keyed-limiter evictions already added to the metric.
+    evictions_reported: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -205,7 +208,14 @@ impl Policy {
             guaranteed.push(0); // the default partition: borrows only
             Arc::new(Bulkhead::new(b.capacity, &guaranteed))
         });
-        Self { config: config.clone(), limit, rates, bulkhead, hasher: foldhash::fast::FixedState::default() }
+        Self {
+            config: config.clone(),
+            limit,
+            rates,
+            bulkhead,
+            hasher: foldhash::fast::FixedState::default(),
+            evictions_reported: AtomicU64::new(0),
+        }
     }
 
     /// Admits the request described by `parts` or says why not. `breaker` is the upstream's.
@@ -318,15 +328,20 @@ impl Policy {
     }
 
     /// Keys held and live keys evicted, over the route's keyed rate limiters.
-    pub(crate) fn keyed_stats(&self) -> Option<(u64, u64)> {
+    /// Keys held by the keyed rate limiters, and their evictions since the last call (none if
+    /// the policy has no keyed limiter).
+    pub(crate) fn keyed_report(&self) -> Option<(u64, u64)> {
         let stats = self.rates.iter().filter_map(|r| match &r.limiter {
             Limiter::Keyed(k) => Some(k.stats()),
             Limiter::Global(_) => None,
         });
-        stats.fold(None, |acc, s| {
+        let (keys, evicted) = stats.fold(None, |acc, s| {
             let (k, e) = acc.unwrap_or((0, 0));
             Some((k + s.keys, e + s.evicted))
-        })
+        })?;
+        // One swap: two scrapes at once never count an eviction twice.
+        let before = self.evictions_reported.swap(evicted, Ordering::Relaxed);
+        Some((keys, evicted.saturating_sub(before)))
     }
 
     fn criticality(&self, parts: &Parts) -> Criticality {
