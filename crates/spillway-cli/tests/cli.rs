@@ -156,3 +156,33 @@ fn load_and_backend_refuse_bad_flags() {
     let out = spillway(&["backend", "--pool", "0"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn the_kubernetes_sidecar_example_carries_a_valid_config_and_real_probes() {
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/kubernetes/sidecar.yaml"))
+            .unwrap();
+    // The ConfigMap's block scalar: the lines after `spillway.toml: |`, indented by four.
+    let toml: String = manifest
+        .lines()
+        .skip_while(|l| l.trim() != "spillway.toml: |")
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    assert!(toml.contains("[admin]\nlisten = \"0.0.0.0:9901\""), "{toml}");
+    let dir = common::tempdir("sidecar");
+    std::fs::write(dir.join("spillway.toml"), &toml).unwrap();
+    let out = spillway(&["check", "--config", dir.join("spillway.toml").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The probes name the admin port, whose number is the admin listener's.
+    assert!(manifest.contains("{ name: admin, containerPort: 9901 }"));
+    for probe in [
+        "startupProbe:\n            httpGet: { path: /livez, port: admin }",
+        "livenessProbe:\n            httpGet: { path: /livez, port: admin }",
+        "readinessProbe:\n            httpGet: { path: /readyz, port: admin }",
+    ] {
+        assert!(manifest.contains(probe), "{probe}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -2,9 +2,10 @@
 
 mod common;
 
-use common::{Child, serve, spillway, tempdir};
+use common::{Child, serve, serve_with, spillway, tempdir};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -97,18 +98,34 @@ fn sighup_reloads_a_valid_config_and_keeps_the_running_one_otherwise() {
     let (_backend, up) = backend("4", "0");
     let dir = tempdir("hup");
     let path = config(&dir, &up, "");
-    let (proxy, web, admin) = serve(&path);
+    // systemd's side of sd_notify: a datagram socket named by NOTIFY_SOCKET.
+    let systemd = UnixDatagram::bind(dir.join("notify")).unwrap();
+    systemd.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let told = || {
+        let mut buf = [0u8; 512];
+        let n = systemd.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let (proxy, web, admin) = serve_with(&path, |c| {
+        c.env("NOTIFY_SOCKET", dir.join("notify"));
+    });
+    assert!(told().starts_with("READY=1\n"));
     assert_eq!(status(&web, "/"), 200);
 
     // An invalid file: refused, the proxy keeps serving with the old config.
     std::fs::write(&path, "[[listeners]]\nname = 1\n").unwrap();
     signal(&proxy, "-HUP");
-    std::thread::sleep(Duration::from_millis(300));
+    let reloading = told();
+    assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading}");
+    assert!(told().starts_with("READY=1\n"));
     assert_eq!(status(&web, "/"), 200);
+    assert!(scrape(&admin).contains("spillway_config_last_reload_successful 0"));
 
     // A valid one with a rate limit of 1 per minute: the second request gets 429.
     config(&dir, &up, "[[routes.rate]]\nkey = \"global\"\nrate = 1\nper = \"1m\"\n");
     signal(&proxy, "-HUP");
+    assert!(told().starts_with("RELOADING=1\n"));
+    assert!(told().starts_with("READY=1\n"));
     let mut codes = Vec::new();
     for _ in 0..50 {
         std::thread::sleep(Duration::from_millis(50));
@@ -119,13 +136,23 @@ fn sighup_reloads_a_valid_config_and_keeps_the_running_one_otherwise() {
     }
     assert_eq!(codes.last(), Some(&429), "{codes:?}");
 
-    let mut metrics = String::new();
-    let mut s = TcpStream::connect(&admin).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
-    s.read_to_string(&mut metrics).unwrap();
+    let metrics = scrape(&admin);
     assert!(metrics.contains("spillway_reloads_total{result=\"failure\"} 1"), "{metrics}");
     assert!(metrics.contains("spillway_reloads_total{result=\"success\"} 1"), "{metrics}");
+    assert!(metrics.contains("spillway_config_last_reload_successful 1"), "{metrics}");
+
+    signal(&proxy, "-TERM");
+    assert!(told().starts_with("STOPPING=1\n"));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The admin listener's /metrics.
+fn scrape(admin: &str) -> String {
+    let mut metrics = String::new();
+    let mut s = TcpStream::connect(admin).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+    s.read_to_string(&mut metrics).unwrap();
+    metrics
 }
 
 #[test]

@@ -31,6 +31,7 @@ mod forward;
 mod h1;
 mod hop;
 mod metrics;
+mod notify;
 mod policy;
 mod server;
 mod state;
@@ -219,12 +220,14 @@ impl Proxy {
             let mut term = signal(SignalKind::terminate())?;
             let mut int = signal(SignalKind::interrupt())?;
             let mut hup = signal(SignalKind::hangup())?;
+            notify::ready();
             loop {
                 tokio::select! {
                     _ = term.recv() => break,
                     _ = int.recv() => break,
                     _ = hup.recv() => {
                         let Some(path) = config_path else { continue };
+                        notify::reloading();
                         match Config::load(path) {
                             Ok(c) => match self.reload(c) {
                                 Ok(()) => tracing::info!("reloaded {}", path.display()),
@@ -235,11 +238,14 @@ impl Proxy {
                                 tracing::error!("reload refused, keeping the running config: {e}");
                             }
                         }
+                        // Taken or refused, the proxy serves on.
+                        notify::ready();
                     }
                 }
             }
             io::Result::Ok(())
         })?;
+        notify::stopping();
         tracing::info!("draining");
         self.shutdown()
     }

@@ -22,15 +22,14 @@ pub fn spillway() -> Command {
 /// Starts `spillway serve` on `config` and returns it with its (first) listener's and its admin
 /// listener's addresses.
 pub fn serve(config: &std::path::Path) -> (Child, String, String) {
-    let mut child = Child(
-        spillway()
-            .args(["serve", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    serve_with(config, |_| {})
+}
+
+/// As [`serve`], with `setup` (environment variables, say) applied to the command first.
+pub fn serve_with(config: &std::path::Path, setup: impl FnOnce(&mut Command)) -> (Child, String, String) {
+    let mut command = spillway();
+    setup(command.args(["serve", "--config"]).arg(config).stdout(Stdio::piped()).stderr(Stdio::null()));
+    let mut child = Child(command.spawn().unwrap());
     let mut out = BufReader::new(child.0.stdout.take().unwrap());
     let (mut web, mut admin) = (String::new(), String::new());
     out.read_line(&mut web).unwrap();
