@@ -232,6 +232,10 @@ impl Metrics {
             "TCP-mode connections by outcome: accepted, rejected (over the limit), upstream_error",
             m.tcp_connections.clone(),
         );
+        // Both results from the start, at zero: `increase()` sees the first one.
+        for result in ["success", "failure"] {
+            m.reloads.get_or_create(&ResultLabel { result });
+        }
         r.register("reloads", "Config reloads by result", m.reloads.clone());
         m.last_reload_ok.set(1);
         r.register(
