@@ -234,7 +234,7 @@ impl Metrics {
         );
         // Both results from the start, at zero: `increase()` sees the first one.
         for result in ["success", "failure"] {
-            m.reloads.get_or_create(&ResultLabel { result });
+            let _ = m.reloads.get_or_create(&ResultLabel { result });
         }
         r.register("reloads", "Config reloads by result", m.reloads.clone());
         m.last_reload_ok.set(1);
