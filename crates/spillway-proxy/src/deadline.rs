@@ -231,14 +231,13 @@ pin_project_lite::pin_project! {
         #[pin]
         conn: F,
         deadlines: Arc<Deadlines>,
-        registered: bool,
         draining: bool,
     }
 }
 
 impl<F> Guarded<F> {
     pub(crate) fn new(conn: F, deadlines: Arc<Deadlines>) -> Self {
-        Self { conn, deadlines, registered: false, draining: false }
+        Self { conn, deadlines, draining: false }
     }
 }
 
@@ -248,11 +247,9 @@ impl<F: Drain> Future for Guarded<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let d = &**this.deadlines;
-        // A spawned connection is always polled by its own task: its waker never changes.
-        if !*this.registered {
-            d.waker.register(cx.waker());
-            *this.registered = true;
-        }
+        // On every poll: a wake takes the registered waker, so one registered once would
+        // serve the first deadline only. (Registering the same waker again costs no clone.)
+        d.waker.register(cx.waker());
         if d.expired(HEAD) {
             tracing::debug!("request head not received within the header read timeout");
             return Poll::Ready(None);
@@ -290,6 +287,26 @@ mod tests {
         fn drain(self: Pin<&mut Self>) {
             self.drained.store(true, Relaxed);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_deadline_of_a_connection_wakes_it_not_only_the_first() {
+        let sweeper = Arc::new(Sweeper::default());
+        tokio::spawn(sweeper.clone().run());
+        let d = sweeper.register(Duration::ZERO);
+        d.busy();
+        let on_conn = d.clone();
+        // Two slow answers in a row on one keep-alive connection: both time out.
+        let conn = Guarded::new(
+            fake(async move {
+                let first = on_conn.within(Duration::from_millis(50), std::future::pending::<()>()).await;
+                let second = on_conn.within(Duration::from_millis(50), std::future::pending::<()>()).await;
+                (first, second)
+            }),
+            d,
+        );
+        let both = tokio::time::timeout(Duration::from_secs(1), conn).await;
+        assert_eq!(both, Ok(Some((Err(()), Err(())))));
     }
 
     #[tokio::test(start_paused = true)]
