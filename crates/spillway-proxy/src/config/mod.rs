@@ -85,7 +85,7 @@ pub struct TcpConfig {
 /// The admin listener.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
-    /// Its address (loopback unless you mean otherwise).
+    /// Its address: `127.0.0.1:9901` unless `listen` says otherwise.
     pub listen: SocketAddr,
     /// `/readyz` fails while a route is saturated (limit reached and requests queued).
     pub unready_when_saturated: bool,
@@ -506,7 +506,8 @@ fn websocket(k: &str, w: raw::WebSocket) -> Result<WebSocketConfig, Invalid> {
 fn validate(raw: raw::Raw) -> Result<Config, Invalid> {
     let admin = match raw.admin {
         Some(a) => Some(AdminConfig {
-            listen: addr("admin.listen".into(), &a.listen)?,
+            // Loopback unless told otherwise: the admin endpoints are for operators.
+            listen: addr("admin.listen".into(), a.listen.as_deref().unwrap_or("127.0.0.1:9901"))?,
             unready_when_saturated: a.unready_when_saturated.unwrap_or(false),
         }),
         None => None,

@@ -37,7 +37,7 @@ pub(crate) struct Tcp {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Admin {
-    pub(crate) listen: String,
+    pub(crate) listen: Option<String>,
     /// `/readyz` fails while any route's in-flight reaches this fraction of its limit with a
     /// non-empty queue.
     pub(crate) unready_when_saturated: Option<bool>,
