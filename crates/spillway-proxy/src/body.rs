@@ -128,6 +128,12 @@ pub(crate) struct UpstreamBody {
 #[error("request body over the cap")]
 pub(crate) struct TooLarge;
 
+/// The client's body failed to arrive whole (malformed framing, a cut connection): the
+/// client's fault, not the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("request body: {0}")]
+pub(crate) struct BadBody(pub(crate) hyper::Error);
+
 impl UpstreamBody {
     pub(crate) fn new(inner: Incoming, cap: u64) -> Self {
         Self { inner: Some(inner), remaining: cap }
@@ -154,7 +160,8 @@ impl Body for UpstreamBody {
             }
             self.remaining -= len;
         }
-        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+        // (Coerced, not `into()`: that would box the box, and hide the type from a downcast.)
+        Poll::Ready(frame.map(|f| f.map_err(|e| -> Self::Error { Box::new(BadBody(e)) })))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -28,6 +28,10 @@ pub(crate) enum ProxyError {
     NoRoute,
     #[error("request body over the {0}-byte cap")]
     BodyTooLarge(u64),
+    #[error("the request body could not be read")]
+    BadBody,
+    #[error("a transfer coding other than chunked")]
+    UnsupportedCoding,
     #[error("upstream connect failed: {0}")]
     Connect(std::io::Error),
     #[error("upstream connect timed out")]
@@ -54,6 +58,10 @@ impl ProxyError {
             ProxyError::Overloaded(_) => unreachable!("answered above"),
             ProxyError::NoRoute => (StatusCode::NOT_FOUND, "12", "no route\n"),
             ProxyError::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "8", "request body too large\n"),
+            ProxyError::BadBody => (StatusCode::BAD_REQUEST, "3", "malformed request body\n"),
+            ProxyError::UnsupportedCoding => {
+                (StatusCode::NOT_IMPLEMENTED, "12", "transfer coding not supported: use chunked\n")
+            }
             ProxyError::Connect(_) | ProxyError::ConnectTimeout => {
                 (StatusCode::BAD_GATEWAY, "14", "upstream unreachable\n")
             }
@@ -84,8 +92,9 @@ impl ProxyError {
         if matches!(self, ProxyError::PoolExhausted | ProxyError::WebSocketsFull) {
             resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if matches!(self, ProxyError::BodyTooLarge(_)) {
-            // The rest of the body is not read: the connection cannot be reused.
+        if matches!(self, ProxyError::BodyTooLarge(_) | ProxyError::BadBody | ProxyError::UnsupportedCoding) {
+            // The rest of the body is not read (or not understood): the connection cannot be
+            // reused.
             resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
         }
         resp

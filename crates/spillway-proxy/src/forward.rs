@@ -1,7 +1,7 @@
 //! One request's path through the proxy: route, cap, admit, forward, answer.
 
 use crate::Shared;
-use crate::body::{ProxyBody, TooLarge};
+use crate::body::{BadBody, ProxyBody, TooLarge};
 use crate::config::Protocol;
 use crate::deadline::Deadlines;
 use crate::error::ProxyError;
@@ -74,6 +74,11 @@ async fn serve(conn: &Conn, parts: &mut Parts, body: Incoming, grpc: bool) -> Re
         metrics.outcome(Outcome::invalid);
         return ProxyError::BodyTooLarge(cap).response(grpc);
     }
+    let hop_fields = hop::scan(&parts.headers);
+    if hop_fields & hop::TRANSFER_ENCODING != 0 && !hop::chunked_only(&parts.headers) {
+        metrics.outcome(Outcome::invalid);
+        return ProxyError::UnsupportedCoding.response(grpc);
+    }
     let listener = &state.listeners[conn.listener];
     let upstream = &route.upstream;
     let mut admitted = match route
@@ -86,7 +91,6 @@ async fn serve(conn: &Conn, parts: &mut Parts, body: Incoming, grpc: bool) -> Re
     };
     let started = Instant::now();
 
-    let hop_fields = hop::scan(&parts.headers);
     let websocket = hop_fields & hop::UPGRADE != 0
         && upstream.config.protocol == Protocol::Http1
         && ws::is_upgrade(parts);
@@ -136,11 +140,10 @@ async fn serve(conn: &Conn, parts: &mut Parts, body: Incoming, grpc: bool) -> Re
             Response::from_parts(parts, ProxyBody::upstream(body, admitted))
         }
         Err(e) => {
-            if let ProxyError::Upstream(he) = &e
-                && is_too_large(he)
-            {
+            if let Some(fault) = client_fault(&e, cap) {
+                // The client's body failed the upstream exchange: the client's fault.
                 metrics.outcome(Outcome::invalid);
-                return ProxyError::BodyTooLarge(cap).response(grpc);
+                return fault.response(grpc);
             }
             tracing::debug!(route = %route.config.name, error = %e, "upstream failed");
             failed(metrics, &mut admitted, &e);
@@ -218,15 +221,21 @@ async fn upgrade(
     }
 }
 
-fn is_too_large(e: &hyper::Error) -> bool {
+/// An upstream exchange that failed because of the client's body: over the cap (413), or
+/// unreadable (400).
+fn client_fault(e: &ProxyError, cap: u64) -> Option<ProxyError> {
+    let ProxyError::Upstream(e) = e else { return None };
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
         if s.is::<TooLarge>() {
-            return true;
+            return Some(ProxyError::BodyTooLarge(cap));
+        }
+        if s.is::<BadBody>() {
+            return Some(ProxyError::BadBody);
         }
         source = s.source();
     }
-    false
+    None
 }
 
 /// Appends the peer to `X-Forwarded-For` (formatted on the stack).

@@ -9,6 +9,15 @@ const HOP_BY_HOP: [&str; 7] =
 const TE: u8 = 1 << 6;
 /// The bit of `Upgrade`.
 pub(crate) const UPGRADE: u8 = 1 << 4;
+/// The bit of `Transfer-Encoding`.
+pub(crate) const TRANSFER_ENCODING: u8 = 1 << 3;
+
+/// Whether the message's transfer coding is `chunked` alone: the one coding the proxy decodes
+/// and re-frames. Anything else (`gzip, chunked`, two fields) it cannot pass on faithfully.
+pub(crate) fn chunked_only(headers: &HeaderMap) -> bool {
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    matches!((codings.next(), codings.next()), (Some(v), None) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
 
 /// The bit of a hop-by-hop field name, 0 for any other: a switch on the length first, so most
 /// names cost no string comparison at all.

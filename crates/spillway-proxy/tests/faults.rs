@@ -9,8 +9,8 @@ use common::{client, metric, proxy, stop, upstream};
 use http::StatusCode;
 use http_body_util::Full;
 use std::time::Duration;
-use tokio::time::Instant;
 use test_support::{FaultRelay, Mode};
+use tokio::time::Instant;
 
 /// The breaker probes again 1 s after it opens; requests time out after 200 ms.
 const CONFIG: &str = r#"
