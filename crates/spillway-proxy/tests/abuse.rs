@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{proxy, stop, upstream};
+use common::{metric, proxy, stop, upstream};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -115,4 +115,79 @@ async fn smuggling_shapes_are_refused_or_forwarded_once_and_closed() {
     eprintln!("{report}");
     assert!(!report.contains("FAIL"), "{report}");
     stop(proxy).await;
+}
+
+/// Sends `keys` requests from "clients" `addr_of(i)` (in `X-Forwarded-For`) over a few
+/// keep-alive connections; the statuses.
+async fn from_clients(
+    addr: std::net::SocketAddr,
+    keys: u32,
+    addr_of: impl Fn(u32) -> String + Send + Sync + 'static,
+) -> Vec<u16> {
+    let addr_of = std::sync::Arc::new(addr_of);
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let addr_of = addr_of.clone();
+            tokio::spawn(async move {
+                let c = common::client();
+                let mut out = Vec::new();
+                for i in (t..keys).step_by(8) {
+                    let req = http::Request::get(format!("http://{addr}/"))
+                        .header("x-forwarded-for", addr_of(i))
+                        .body(http_body_util::Full::default())
+                        .unwrap();
+                    out.push(c.request(req).await.unwrap().status().as_u16());
+                }
+                out
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_churn_is_bounded_and_counted_and_forwarding_headers_need_trust() {
+    let (up, _) = upstream().await;
+    // One request a minute per client IP (IPv6 by /64), at most 1000 keys held.
+    let config = |trusted: &str| {
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+             trusted_proxies = [{trusted}]\n[[upstreams]]\nname = \"app\"\naddrs = [\"{{UP}}\"]\n[[routes]]\n\
+             name = \"api\"\nlistener = \"web\"\nupstream = \"app\"\n[[routes.rate]]\nkey = \"ip\"\nrate = 1\n\
+             per = \"1m\"\nmax_keys = 1000\n"
+        )
+    };
+    let trusting = proxy(&config("\"127.0.0.1/32\""), up);
+    let (addr, admin) = (trusting.listener_addr("web").unwrap(), trusting.admin_addr().unwrap());
+    let before = common::rss_bytes();
+
+    // 20 000 clients, each in its own IPv6 /64: each gets its one request; the table holds at
+    // most its capacity and counts what it pushed out.
+    let statuses =
+        from_clients(addr, 20_000, |i| format!("2001:db8:{:x}:{:x}::1", i >> 16, i & 0xffff)).await;
+    assert!(statuses.iter().all(|&s| s == 200), "a new key is a new client");
+    let keys = metric(admin, "spillway_rate_limiter_keys{route=\"api\"}").await;
+    let evicted = metric(admin, "spillway_rate_limiter_evictions_total{route=\"api\"}").await;
+    assert!(keys <= 2048.0, "{keys} keys held (capacity: 1000, rounded up to a power of two)");
+    assert!(evicted >= 20_000.0 - 2048.0 - 1.0, "{evicted} evictions counted");
+    let grown = common::rss_bytes().saturating_sub(before);
+    assert!(grown < 16 << 20, "the process grew by {} MiB", grown >> 20);
+
+    // 2 000 addresses within one /64: one client, one request.
+    let statuses = from_clients(addr, 2_000, |i| format!("2001:db8:ffff:1:{i:x}::1")).await;
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 1, "rotation within a /64 is one key");
+    stop(trusting).await;
+
+    // From a peer that is not trusted, X-Forwarded-For is ignored: every "client" is the peer.
+    let (up, _) = upstream().await;
+    let untrusting = proxy(&config(""), up);
+    let statuses =
+        from_clients(untrusting.listener_addr("web").unwrap(), 50, |i| format!("198.51.100.{i}")).await;
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 1, "forged addresses do not make new keys");
+    assert!(statuses.iter().all(|&s| s == 200 || s == 429));
+    stop(untrusting).await;
 }

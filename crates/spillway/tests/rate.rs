@@ -88,3 +88,30 @@ fn retry_after_holds_on_the_coarse_clock() {
     assert!(limiter.check().allowed);
     assert!(CoarseClock::new().now() <= MonotonicClock::new().now());
 }
+
+/// A cardinality attack: a million clients, each in its own IPv6 /64, then a million addresses
+/// rotated within one /64. The table never grows past its capacity, every key pushed out is
+/// counted, and rotation within a /64 is one client.
+#[test]
+fn a_million_rotating_ipv6_clients_stay_within_the_table() {
+    use spillway::rate::IpKey;
+    use std::net::{IpAddr, Ipv6Addr};
+    let limiter =
+        KeyedLimiter::with_clock(Gcra::new(Quota::per_second(1).unwrap()), 10_000, ManualClock::new());
+    let bytes = limiter.memory_bytes();
+    for i in 0..1_000_000u128 {
+        let addr = IpAddr::V6(Ipv6Addr::from_bits((0x2001_0db8u128 << 96) | (i << 64) | 1));
+        assert!(limiter.check_key(&IpKey::from(addr)).allowed, "a new client gets its first request");
+    }
+    let s = limiter.stats();
+    assert_eq!(limiter.memory_bytes(), bytes, "memory is fixed at construction");
+    // (The table has room for twice max_keys, rounded up to a power of two: 16 bytes a slot.)
+    assert!(s.keys <= s.capacity && s.capacity <= 4 * 10_000 && bytes <= 16 * 4 * 10_000, "{s:?}");
+    assert_eq!(s.evicted + s.reclaimed + s.keys, 1_000_000, "every key is held or counted out: {s:?}");
+
+    let one_64 = (0x2001_0db8_ffff_0001u128) << 64;
+    let admitted = (0..1_000_000u128)
+        .filter(|i| limiter.check_key(&IpKey::from(IpAddr::V6(Ipv6Addr::from_bits(one_64 | i)))).allowed)
+        .count();
+    assert_eq!(admitted, 1, "a million addresses in one /64 are one client");
+}
