@@ -183,16 +183,24 @@ async fn next_connection(
 }
 
 /// Whether a plain connection opens with the HTTP/2 preface (`PRI * HTTP/2.0`): h2c by prior
-/// knowledge. Peeks, so nothing is consumed.
+/// knowledge. Peeks, so nothing is consumed. A first segment shorter than four bytes waits for
+/// the next one: the peek reports "would block" so that the socket's readiness is cleared, and
+/// a client that drips a byte at a time (slowloris) costs one wake-up per byte, not a poll loop.
 async fn is_h2_preface(stream: &tokio::net::TcpStream) -> io::Result<bool> {
     let mut buf = [0u8; 4];
     loop {
         stream.readable().await?;
-        match stream.peek(&mut buf).await? {
-            0 => return Ok(false),
-            n if n >= 4 => return Ok(&buf == b"PRI "),
-            // A partial first segment: wait for the rest.
-            _ => tokio::time::sleep(Duration::from_millis(1)).await,
+        let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
+            match rustix::net::recv(stream, &mut buf[..], rustix::net::RecvFlags::PEEK)?.0 {
+                1..4 => Err(io::ErrorKind::WouldBlock.into()),
+                n => Ok(n),
+            }
+        });
+        match peeked {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(&buf == b"PRI "),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         }
     }
 }

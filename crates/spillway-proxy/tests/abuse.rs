@@ -191,3 +191,95 @@ async fn key_churn_is_bounded_and_counted_and_forwarding_headers_need_trust() {
     assert!(statuses.iter().all(|&s| s == 200 || s == 429));
     stop(untrusting).await;
 }
+
+/// Raises this process's open-file limit to `want` (or its hard limit): the slowloris test
+/// holds two descriptors per slow connection, one on each side.
+fn raise_nofile(want: u64) -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    let target = limit.maximum.map_or(want, |hard| hard.min(want));
+    if limit.current.is_some_and(|soft| soft < target) {
+        limit.current = Some(target);
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// The p99 of `n` requests, one after another, on one keep-alive connection.
+async fn p99(addr: std::net::SocketAddr, n: usize) -> Duration {
+    let c = common::client();
+    let mut took = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = tokio::time::Instant::now();
+        let req =
+            http::Request::get(format!("http://{addr}/")).body(http_body_util::Full::default()).unwrap();
+        assert_eq!(c.request(req).await.unwrap().status(), 200);
+        took.push(started.elapsed());
+    }
+    took.sort();
+    took[n * 99 / 100]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_slowloris_connections_are_closed_and_cost_others_little() {
+    const SLOW: usize = 2000;
+    let fds = raise_nofile(8192);
+    assert!(fds >= 2 * SLOW as u64 + 200, "the test needs {} open files, may have {fds}", 2 * SLOW + 200);
+    let (up, _) = upstream().await;
+    let config = CONFIG
+        .replace("listen = \"127.0.0.1:0\"\n", "listen = \"127.0.0.1:0\"\nheader_read_timeout = \"4s\"\n");
+    let proxy = proxy(&config, up);
+    let addr = proxy.listener_addr("web").unwrap();
+    p99(addr, 200).await;
+    let before = p99(addr, 2000).await;
+
+    // 2 000 connections sending a request head one byte a second, from a thread and runtime of
+    // their own (so that they do not share the measuring client's).
+    let connected = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = connected.clone();
+    let started = tokio::time::Instant::now();
+    let slow = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let drips: Vec<_> = (0..SLOW)
+                .map(|i| {
+                    let count = count.clone();
+                    tokio::spawn(async move {
+                        // Spread over the second, as independent attackers would be.
+                        tokio::time::sleep(Duration::from_micros(i as u64 * 500)).await;
+                        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                        count.fetch_add(1, Ordering::Relaxed);
+                        for b in b"GET / HTTP/1.1\r\nHost: t\r\nX-Drip: ".iter().cycle() {
+                            if s.write_all(&[*b]).await.is_err() {
+                                break;
+                            }
+                            let mut buf = [0u8; 256];
+                            // Closed (or answered 408) by the proxy: done.
+                            if tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await.is_ok() {
+                                break;
+                            }
+                        }
+                        tokio::time::Instant::now()
+                    })
+                })
+                .collect();
+            let mut last = started;
+            for d in drips {
+                last = last.max(d.await.unwrap());
+            }
+            last
+        })
+    });
+    while connected.load(Ordering::Relaxed) < SLOW {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = p99(addr, 2000).await;
+    let took = tokio::task::spawn_blocking(move || slow.join().unwrap()).await.unwrap() - started;
+    eprintln!("p99 {before:?} before, {during:?} with {SLOW} slow connections; all closed after {took:?}");
+    // Closed within the header read timeout (4 s, plus the sweep's ticks and a second's read).
+    assert!(took < Duration::from_secs(6), "the last slow connection closed after {took:?}");
+    // The well-behaved client's p99: within 20 % (plus 1 ms of timer noise on a shared machine).
+    assert!(during <= before * 6 / 5 + Duration::from_millis(1), "p99 {before:?} before, {during:?} during");
+    stop(proxy).await;
+}
