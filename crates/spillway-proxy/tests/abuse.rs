@@ -283,3 +283,80 @@ async fn two_thousand_slowloris_connections_are_closed_and_cost_others_little() 
     assert!(during <= before * 6 / 5 + Duration::from_millis(1), "p99 {before:?} before, {during:?} during");
     stop(proxy).await;
 }
+
+/// One HTTP/2 frame: length, type, flags, stream, payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_floods_close_the_connection_and_reach_the_upstream_no_more_than_admitted() {
+    let (up, seen) = upstream().await;
+    // At most 50 requests admitted (a burst of 50, then one a minute).
+    let config = format!("{CONFIG}[[routes.rate]]\nkey = \"global\"\nrate = 1\nper = \"1m\"\nburst = 50\n");
+    let proxy = proxy(&config, up);
+    let addr = proxy.listener_addr("web").unwrap();
+
+    // Rapid reset: streams opened and cancelled at once, as fast as the client can.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let mut opened = 0;
+    for _ in 0..10_000 {
+        let Ok(ready) = tokio::time::timeout(Duration::from_secs(2), client.ready()).await else { break };
+        let Ok(c) = ready else { break };
+        client = c;
+        let req = http::Request::get(format!("http://{addr}/")).body(()).unwrap();
+        let Ok((resp, _)) = client.send_request(req, true) else { break };
+        drop(resp); // RST_STREAM(CANCEL)
+        opened += 1;
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "the proxy closed the connection ({opened} streams opened)");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let forwarded = seen.requests.load(Ordering::Relaxed);
+    eprintln!("rapid reset: {opened} streams opened before the close, {forwarded} reached the upstream");
+    assert!(opened < 10_000, "the connection was closed early");
+    assert!(forwarded <= 50, "resets count toward admission: {forwarded} forwarded");
+
+    // CONTINUATION flood: a header block that never ends.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    start.extend(frame(4, 0, 0, &[])); // SETTINGS
+    start.extend(frame(1, 0, 1, &[0x82, 0x86, 0x84])); // HEADERS: GET, http, /; no END_HEADERS
+    s.write_all(&start).await.unwrap();
+    // Each CONTINUATION: 3 000 literal fields `a: b`.
+    let block: Vec<u8> = std::iter::repeat_n([0x00u8, 0x01, b'a', 0x01, b'b'], 3000).flatten().collect();
+    let continuation = frame(9, 0, 1, &block);
+    let mut sent = start.len();
+    let started = tokio::time::Instant::now();
+    // Written until the proxy resets the connection (what the kernels buffer is written too).
+    while sent < 64 << 20 && started.elapsed() < Duration::from_secs(5) {
+        match tokio::time::timeout(Duration::from_secs(2), s.write_all(&continuation)).await {
+            Ok(Ok(())) => sent += continuation.len(),
+            _ => break,
+        }
+    }
+    // The proxy's last word: a GOAWAY, then the close.
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let took = started.elapsed();
+    eprintln!("CONTINUATION flood: {} KiB written in {took:?}, then the connection was closed", sent >> 10);
+    assert!(closed.is_ok() && took < Duration::from_secs(5), "the connection was closed ({took:?})");
+    assert!(sent < 64 << 20, "an endless header block was taken");
+    assert_eq!(seen.requests.load(Ordering::Relaxed), forwarded, "nothing reached the upstream");
+    stop(proxy).await;
+}
