@@ -20,14 +20,16 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
 fi
 
 # The message-queue tests (crates/spillway-queue) start real brokers of their own, the
-# WebSocket tests drive Python's `websockets` client too, and the alert rules are checked with
-# promtool (Debian package prometheus). Debian packages them: install what is
+# WebSocket tests drive Python's `websockets` client too, the shared-limit tests start Redis
+# servers (crates/spillway-redis), and the alert rules are checked with promtool (Debian package
+# prometheus). Debian packages them: install what is
 # missing, once, when we can.
 missing=()
 # (Debian's package serves /usr/bin/python3, which the test prefers over another python3.)
 /usr/bin/python3 -c 'import websockets' >/dev/null 2>&1 || python3 -c 'import websockets' >/dev/null 2>&1 ||
   missing+=(python3-websockets)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v nats-server >/dev/null 2>&1 || [[ -x /usr/sbin/nats-server ]] || missing+=(nats-server)
 command -v rabbitmq-server >/dev/null 2>&1 || [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || missing+=(rabbitmq-server)
 if ((${#missing[@]})); then
