@@ -33,6 +33,7 @@ mod hop;
 mod metrics;
 mod notify;
 mod policy;
+mod redis;
 mod server;
 mod state;
 mod tcp;
@@ -57,6 +58,8 @@ use tokio::sync::watch;
 struct Shared {
     state: ArcSwap<State>,
     metrics: Metrics,
+    /// For the `scope = "global"` limits.
+    redis: Option<spillway_redis::Client>,
     draining: AtomicBool,
     workers: usize,
     reload_lock: Mutex<()>,
@@ -73,6 +76,8 @@ pub struct Proxy {
     /// The admin listener outlives the drain, so `/readyz` and `/metrics` show it.
     admin_stop: watch::Sender<bool>,
     admin_thread: Option<JoinHandle<io::Result<()>>>,
+    /// Drives the Redis client of the global limits; stopped after the drain.
+    redis_thread: Option<redis::RedisThread>,
 }
 
 /// Why a reload was refused (the running config stays).
@@ -102,10 +107,16 @@ impl Proxy {
         let admin_socket = config.admin.as_ref().map(|a| server::bind(a.listen)).transpose()?;
         let admin = admin_socket.as_ref().map(std::net::TcpListener::local_addr).transpose()?;
         let metrics = Metrics::new();
-        let state = State::build(config.clone(), None, &metrics, workers);
+        let redis_thread = config.redis.clone().map(redis::RedisThread::start).transpose()?;
+        let redis = redis_thread.as_ref().map(|r| r.client.clone());
+        if let Some(client) = &redis {
+            metrics.register_redis(client);
+        }
+        let state = State::build(config.clone(), None, &metrics, workers, redis.as_ref());
         let shared = Arc::new(Shared {
             state: ArcSwap::from_pointee(state),
             metrics,
+            redis,
             draining: AtomicBool::new(false),
             workers,
             reload_lock: Mutex::new(()),
@@ -146,7 +157,16 @@ impl Proxy {
         addrs.extend(tcp_addrs);
         let names =
             config.listeners.iter().map(|l| l.name.clone()).chain(config.tcp.iter().map(|t| t.name.clone()));
-        Ok(Self { shared, addrs: names.zip(addrs).collect(), admin, stop, threads, admin_stop, admin_thread })
+        Ok(Self {
+            shared,
+            addrs: names.zip(addrs).collect(),
+            admin,
+            stop,
+            threads,
+            admin_stop,
+            admin_thread,
+            redis_thread,
+        })
     }
 
     /// The bound address of the listener named `name`.
@@ -180,7 +200,13 @@ impl Proxy {
             self.shared.metrics.reload(false);
             return Err(e);
         }
-        let next = State::build(config, Some(&current), &self.shared.metrics, self.shared.workers);
+        let next = State::build(
+            config,
+            Some(&current),
+            &self.shared.metrics,
+            self.shared.workers,
+            self.shared.redis.as_ref(),
+        );
         self.shared.state.store(Arc::new(next));
         self.shared.metrics.reload(true);
         Ok(())
@@ -208,6 +234,8 @@ impl Proxy {
             result =
                 result.and(t.join().unwrap_or_else(|_| Err(io::Error::other("the admin thread panicked"))));
         }
+        // Last: the global limits answered until the drain was over.
+        drop(self.redis_thread);
         result
     }
 
@@ -264,6 +292,9 @@ fn check_restart(old: &Config, new: &Config, workers: usize) -> Result<(), Reloa
     }
     if old.tcp != new.tcp {
         return Err(ReloadError::NeedsRestart("tcp listeners changed".into()));
+    }
+    if !redis::same(old.redis.as_ref(), new.redis.as_ref()) {
+        return Err(ReloadError::NeedsRestart("[redis] changed".into()));
     }
     if old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen) {
         return Err(ReloadError::NeedsRestart("the admin address changed".into()));

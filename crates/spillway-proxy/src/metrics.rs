@@ -327,6 +327,11 @@ impl Metrics {
         }
     }
 
+    /// Adds the Redis client's metrics (`spillway_redis_*`).
+    pub(crate) fn register_redis(&self, client: &spillway_redis::Client) {
+        client.register(&mut self.registry.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
     /// Counts a reload.
     pub(crate) fn reload(&self, ok: bool) {
         self.reloads.get_or_create(&ResultLabel { result: if ok { "success" } else { "failure" } }).inc();

@@ -78,6 +78,8 @@ impl Limit {
 enum Limiter {
     Global(RateLimiter<AnyRate, ProxyClock>),
     Keyed(KeyedLimiter<u64, AnyRate, ProxyClock>),
+    /// `scope = "global"`: shared with every replica through Redis.
+    Shared(spillway_redis::GlobalRate),
 }
 
 #[derive(Debug)]
@@ -170,7 +172,8 @@ fn controller(
 }
 
 impl Policy {
-    pub(crate) fn new(config: &PolicyConfig) -> Self {
+    /// The policy of route `route`; `redis` serves its `scope = "global"` rate limits.
+    pub(crate) fn new(config: &PolicyConfig, route: &str, redis: Option<&spillway_redis::Client>) -> Self {
         let limit = config.limit.as_ref().map(|l| {
             let start = match l.kind {
                 LimitKind::Static { max } => max,
@@ -191,9 +194,20 @@ impl Policy {
         let rates = config
             .rates
             .iter()
-            .map(|c| Rate {
-                limiter: match c.key {
-                    RateKey::Global => {
+            .enumerate()
+            .map(|(i, c)| Rate {
+                limiter: match (&c.key, c.global, redis) {
+                    // (Validation ensures a [redis] section for every global limit.)
+                    (_, Some(g), Some(client)) => Limiter::Shared(
+                        spillway_redis::GlobalRate::new(
+                            client.clone(),
+                            &format!("{route}.{i}"),
+                            c.quota,
+                            g.fail_mode,
+                        )
+                        .with_lease(g.lease, g.lease_ttl),
+                    ),
+                    (RateKey::Global, ..) => {
                         Limiter::Global(RateLimiter::with_clock(algorithm(c), ProxyClock::new()))
                     }
                     _ => {
@@ -231,6 +245,11 @@ impl Policy {
             let decision = match &rate.limiter {
                 Limiter::Global(l) => l.check(),
                 Limiter::Keyed(l) => l.check_key(&self.key(&rate.config.key, parts, peer, client)),
+                // The key as Redis sees it: a hash (a client's address or API key never leaves
+                // the process), the same in every replica of the same build.
+                Limiter::Shared(l) => {
+                    l.check(&format!("{:016x}", self.key(&rate.config.key, parts, peer, client)), 1).await
+                }
             };
             if !decision.allowed {
                 if rate.config.dry_run {
@@ -333,7 +352,7 @@ impl Policy {
     pub(crate) fn keyed_report(&self) -> Option<(u64, u64)> {
         let stats = self.rates.iter().filter_map(|r| match &r.limiter {
             Limiter::Keyed(k) => Some(k.stats()),
-            Limiter::Global(_) => None,
+            Limiter::Global(_) | Limiter::Shared(_) => None,
         });
         let (keys, evicted) = stats.fold(None, |acc, s| {
             let (k, e) = acc.unwrap_or((0, 0));

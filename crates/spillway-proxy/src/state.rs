@@ -37,7 +37,13 @@ pub(crate) struct Route {
 impl State {
     /// Builds the state for `config`, taking over `previous`'s policies and upstreams where
     /// their config is unchanged (same route or upstream name, equal settings).
-    pub(crate) fn build(config: Config, previous: Option<&State>, metrics: &Metrics, workers: usize) -> Self {
+    pub(crate) fn build(
+        config: Config,
+        previous: Option<&State>,
+        metrics: &Metrics,
+        workers: usize,
+        redis: Option<&spillway_redis::Client>,
+    ) -> Self {
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
@@ -56,7 +62,7 @@ impl State {
                     .and_then(|p| {
                         p.routes.iter().find(|o| o.config.name == r.name && o.policy.config == r.policy)
                     })
-                    .map_or_else(|| Arc::new(Policy::new(&r.policy)), |o| o.policy.clone());
+                    .map_or_else(|| Arc::new(Policy::new(&r.policy, &r.name, redis)), |o| o.policy.clone());
                 Route {
                     config: r.clone(),
                     policy,
@@ -148,7 +154,7 @@ mod tests {
         )
         .unwrap();
         let metrics = Metrics::new();
-        let state = State::build(config, None, &metrics, 1);
+        let state = State::build(config, None, &metrics, 1, None);
         let name =
             |req: http::Request<()>| state.route(0, &req.into_parts().0).map(|r| r.config.name.clone());
         let req = || {

@@ -206,8 +206,10 @@ impl Client {
         cmd: impl AsyncCall<T>,
     ) -> Result<T, CallError> {
         let inner = &self.inner;
-        let admission = match inner.breaker.try_admit() {
-            Ok(a) => a,
+        // A permit, not a bare admission: a call cancelled mid-flight hands its half-open
+        // trial back instead of leaving the breaker waiting for it for ever.
+        let permit = match inner.breaker.try_acquire() {
+            Ok(p) => p,
             Err(_) => {
                 inner.metrics.calls.get_or_create(&ResultLabel { result: "breaker_open" }).inc();
                 return Err(CallError::BreakerOpen);
@@ -223,7 +225,11 @@ impl Client {
             Ok(Err(e)) => (Err(CallError::Redis(e)), "error"),
             Err(_) => (Err(CallError::Timeout), "timeout"),
         };
-        inner.breaker.finish(admission, Some(result.is_err()));
+        if result.is_err() {
+            permit.failure();
+        } else {
+            permit.success();
+        }
         inner.metrics.calls.get_or_create(&ResultLabel { result: label }).inc();
         result
     }

@@ -1,14 +1,12 @@
 //! Global limits on a real Redis: shared quotas across replicas, leases, the semaphore, fail
 //! modes while Redis is down, recovery, and a three-node cluster.
 
-mod common;
-
-use common::{Redis, cluster};
 use spillway::rate::Quota;
 use spillway_redis::{Client, FailMode, GlobalConcurrency, GlobalRate, RedisConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use test_support::redis::{Redis, cluster};
 use tokio::time::Instant;
 
 async fn client(redis: &Redis) -> Client {

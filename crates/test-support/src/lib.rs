@@ -1,4 +1,7 @@
-//! What Spillway's tests share. [`FaultRelay`] sits between a client and a server on loopback and
+//! What Spillway's tests share: [`redis::Redis`], a `redis-server` of a test's own on a free
+//! loopback port (and [`redis::cluster`], three of them as a Redis Cluster), and [`FaultRelay`].
+//!
+//! [`FaultRelay`] sits between a client and a server on loopback and
 //! injects the faults a network or a dependency brings: latency, resets, blackholes and
 //! bandwidth limits, switched on and off while traffic flows.
 //!
@@ -28,6 +31,8 @@
 //! assert!(started.elapsed() >= Duration::from_millis(40), "20 ms each way");
 //! # });
 //! ```
+
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

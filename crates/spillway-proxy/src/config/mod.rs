@@ -58,6 +58,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// TCP (L4) listeners: raw bytes to an upstream, under a connection limit.
     pub tcp: Vec<TcpConfig>,
+    /// Redis, for the limits with `scope = "global"`.
+    pub redis: Option<spillway_redis::RedisConfig>,
 }
 
 /// A TCP (L4) listener: every connection is proxied byte for byte to one of `addrs`.
@@ -331,8 +333,21 @@ pub struct RateConfig {
     pub quota: Quota,
     /// Distinct keys kept at most (oldest evicted).
     pub max_keys: usize,
+    /// Shared by every replica through Redis (`scope = "global"`), or this process's own.
+    pub global: Option<GlobalScope>,
     /// Count, do not refuse.
     pub dry_run: bool,
+}
+
+/// How a `scope = "global"` rate limit uses Redis.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GlobalScope {
+    /// What it does while Redis cannot answer.
+    pub fail_mode: spillway_redis::FailMode,
+    /// Tokens taken per call to Redis (1: no leases).
+    pub lease: u32,
+    /// How long leased tokens may be spent.
+    pub lease_ttl: Duration,
 }
 
 /// The key of a rate limit.
@@ -677,6 +692,14 @@ fn validate(raw: raw::Raw) -> Result<Config, Invalid> {
             name: t.name,
         });
     }
+    let redis = raw.redis.map(redis_config).transpose()?;
+    if redis.is_none() {
+        for (i, r) in routes.iter().enumerate() {
+            if let Some(j) = r.policy.rates.iter().position(|x| x.global.is_some()) {
+                return bad(format!("routes[{i}].rate[{j}].scope"), "a global limit needs a [redis] section");
+            }
+        }
+    }
     Ok(Config {
         admin,
         threads,
@@ -686,6 +709,56 @@ fn validate(raw: raw::Raw) -> Result<Config, Invalid> {
         upstreams,
         routes,
         tcp,
+        redis,
+    })
+}
+
+/// The `[redis]` section: one node (`url`) or a cluster's seed nodes (`cluster`), credentials
+/// from the environment or a file, the call deadline.
+fn redis_config(r: raw::Redis) -> Result<spillway_redis::RedisConfig, Invalid> {
+    let d = spillway_redis::RedisConfig::default();
+    let (urls, cluster) = match (r.url, r.cluster) {
+        (Some(_), Some(_)) => {
+            return bad("redis.cluster", "give url (one node) or cluster (seed nodes), not both");
+        }
+        (Some(u), None) => (vec![u], false),
+        (None, Some(c)) if !c.is_empty() => (c, true),
+        (None, Some(_)) => return bad("redis.cluster", "name at least one seed node"),
+        (None, None) => (d.urls.clone(), false),
+    };
+    for (i, u) in urls.iter().enumerate() {
+        if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+            let key = if cluster { format!("redis.cluster[{i}]") } else { "redis.url".into() };
+            return bad(key, format!("{u:?} is not a redis:// or rediss:// URL"));
+        }
+    }
+    let password = match (r.password_env, r.password_file) {
+        (Some(_), Some(_)) => {
+            return bad("redis.password_file", "give password_env or password_file, not both");
+        }
+        (Some(var), None) => {
+            Some(std::env::var(&var).or_else(|_| bad("redis.password_env", format!("${var} is not set")))?)
+        }
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(&path)
+                .or_else(|e| bad("redis.password_file", format!("{path}: {e}")))?
+                .trim_end()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    let timeout = r.timeout.map_or(d.timeout, |t| t.0);
+    if timeout.is_zero() || timeout > Duration::from_secs(1) {
+        return bad("redis.timeout", "must be more than zero and at most 1s (it is waited on every request)");
+    }
+    Ok(spillway_redis::RedisConfig {
+        urls,
+        cluster,
+        username: r.username,
+        password,
+        timeout,
+        open_duration: r.open_duration.map_or(d.open_duration, |t| t.0),
+        ..d
     })
 }
 
@@ -807,11 +880,40 @@ fn rate_limit(key: String, r: raw::Rate) -> Result<RateConfig, Invalid> {
         Some(b) => quota.with_burst(b).or_else(|e| bad(k("burst"), e.to_string()))?,
         None => quota,
     };
+    let global = match r.scope.as_deref().unwrap_or("local") {
+        "local" => None,
+        "global" => {
+            if algorithm != RateAlgorithm::Gcra {
+                return bad(k("algorithm"), "a global limit is GCRA (leave algorithm out)");
+            }
+            let fail_mode = match r.fail_mode.as_deref().unwrap_or("local") {
+                "local" => spillway_redis::FailMode::Local,
+                "open" => spillway_redis::FailMode::Open,
+                "closed" => spillway_redis::FailMode::Closed,
+                other => {
+                    return bad(
+                        k("fail_mode"),
+                        format!("unknown fail mode {other:?} (local, open or closed)"),
+                    );
+                }
+            };
+            Some(GlobalScope {
+                fail_mode,
+                lease: r.lease.unwrap_or(1).max(1),
+                lease_ttl: r.lease_ttl.map_or(Duration::from_millis(100), |d| d.0),
+            })
+        }
+        other => return bad(k("scope"), format!("unknown scope {other:?} (local or global)")),
+    };
+    if global.is_none() && (r.fail_mode.is_some() || r.lease.is_some() || r.lease_ttl.is_some()) {
+        return bad(k("scope"), "fail_mode, lease and lease_ttl need scope = \"global\"");
+    }
     Ok(RateConfig {
         key: rate_key,
         algorithm,
         quota,
         max_keys: positive(k("max_keys"), r.max_keys.unwrap_or(100_000))?,
+        global,
         dry_run: r.dry_run,
     })
 }

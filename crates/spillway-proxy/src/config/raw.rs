@@ -19,6 +19,19 @@ pub(crate) struct Raw {
     pub(crate) routes: Vec<Route>,
     #[serde(default)]
     pub(crate) tcp: Vec<Tcp>,
+    pub(crate) redis: Option<Redis>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Redis {
+    pub(crate) url: Option<String>,
+    pub(crate) cluster: Option<Vec<String>>,
+    pub(crate) timeout: Option<Dur>,
+    pub(crate) username: Option<String>,
+    pub(crate) password_env: Option<String>,
+    pub(crate) password_file: Option<String>,
+    pub(crate) open_duration: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +196,10 @@ pub(crate) struct Rate {
     pub(crate) per: Option<Dur>,
     pub(crate) burst: Option<u32>,
     pub(crate) max_keys: Option<usize>,
+    pub(crate) scope: Option<String>,
+    pub(crate) fail_mode: Option<String>,
+    pub(crate) lease: Option<u32>,
+    pub(crate) lease_ttl: Option<Dur>,
     #[serde(default)]
     pub(crate) dry_run: bool,
 }

@@ -1,11 +1,12 @@
 //! Real Redis servers for the tests: each started on a free loopback port, killed on drop.
-#![allow(dead_code, unreachable_pub)]
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// A `redis-server` of the test's own.
+#[derive(Debug)]
 pub struct Redis {
+    /// Its port on 127.0.0.1.
     pub port: u16,
     child: Option<Child>,
     dir: std::path::PathBuf,
@@ -67,10 +68,12 @@ impl Redis {
         }
     }
 
+    /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Whether it answers PING.
     pub fn ping(&self) -> bool {
         self.cli(&["PING"]).is_some_and(|o| o.trim() == "PONG")
     }
