@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s (%s)\n' "$*" "$(date +%T)"; }
 
 # No debug line tables in this run's release builds (the profile keeps them for profiling):
 # less to compile and link, and every step below shares the one build.
@@ -69,6 +69,9 @@ RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
 step "the lab's report in headless Chromium"
 cargo run --locked --release -q -- lab --scenario quick --seconds 3 --out target/lab-quick
 scripts/browser-test.sh report target/lab-quick/report.html target/lab-quick/report.png
+
+step "soak: 30 s of key and WebSocket churn through the proxy; memory and descriptors must stay flat"
+cargo run --locked --release -q -- lab --scenario soak --seconds 30
 
 step "the live dashboard in headless Chromium, under load"
 scripts/browser-test.sh dashboard target/dashboard.png

@@ -61,8 +61,10 @@ enum Command {
     /// Spillway static and adaptive, HAProxy if installed, external URLs), open-loop load;
     /// writes report.html and results.json and prints a summary.
     Lab {
-        /// overload (every contestant at 4x and 10x, 20 s each), quick (smoke run), demo.
-        #[arg(long, default_value = "overload", value_parser = ["overload", "quick", "demo"])]
+        /// overload (every contestant at 4x and 10x, 20 s each), quick (smoke run), demo, or
+        /// soak (the proxy under key and WebSocket churn for --seconds, default 60: memory and
+        /// descriptors must stay flat).
+        #[arg(long, default_value = "overload", value_parser = ["overload", "quick", "demo", "soak"])]
         scenario: String,
         /// Output directory.
         #[arg(long, default_value = "spillway-lab")]
@@ -237,6 +239,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             spillway_lab::lab::run::write_demo_table(&results, &mut stdout)?;
             spillway_lab::lab::run::write_outputs(&results, &out)?;
             writeln!(stdout, "\nreport: {}", out.join("report.html").display())?;
+        }
+        Command::Lab { scenario, seconds, .. } if scenario == "soak" => {
+            let opts = spillway_lab::lab::soak::SoakOptions {
+                seconds: seconds.unwrap_or(60),
+                spillway_bin: std::env::current_exe()?,
+            };
+            let report = spillway_lab::lab::soak::run(&opts)?;
+            spillway_lab::lab::soak::write_table(&report, &mut std::io::stdout().lock())?;
+            if let Some(why) = report.failure {
+                anyhow::bail!("the soak failed: {why}");
+            }
         }
         Command::Lab { scenario, out, seconds, target, backend_listen, no_queue } => {
             let scenario =

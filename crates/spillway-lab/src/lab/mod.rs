@@ -7,9 +7,12 @@
 //! - [`run`]: running a scenario end to end (backend, contestant, load, sampling).
 //! - [`queue`]: the message-queue scenario: a slow NATS JetStream consumer under a fast
 //!   producer, without and with flow control.
+//! - [`soak`]: the proxy under steady key and WebSocket churn for a set time; memory and
+//!   descriptors must stay flat.
 
 pub mod queue;
 pub mod report;
 pub mod results;
 pub mod run;
+pub mod soak;
 pub use results::{LabResults, Run, Sample};

@@ -147,7 +147,7 @@ impl LabOptions {
 }
 
 /// Kills a child process when dropped.
-struct Proc(Child);
+pub(super) struct Proc(pub(super) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -252,7 +252,7 @@ fn run_one(
     Ok(Run { contestant: contestant.name(), load_multiple: multiple, load: report?, samples })
 }
 
-fn start_backend(opts: &LabOptions) -> anyhow::Result<(Proc, SocketAddr)> {
+pub(super) fn start_backend(opts: &LabOptions) -> anyhow::Result<(Proc, SocketAddr)> {
     let mut child = Proc(
         Command::new(&opts.spillway_bin)
             .args(["backend", "--listen", &opts.backend_listen.to_string()])
@@ -305,7 +305,7 @@ timeout = "5s"
     )
 }
 
-fn start_proxy(bin: &Path, config: &Path) -> anyhow::Result<(Proc, String, SocketAddr)> {
+pub(super) fn start_proxy(bin: &Path, config: &Path) -> anyhow::Result<(Proc, String, SocketAddr)> {
     let mut child = Proc(
         Command::new(bin)
             .arg("serve")
@@ -387,7 +387,7 @@ fn metric(text: &str, name: &str) -> u64 {
 }
 
 /// A small blocking GET (the body), or `None` if the server did not answer within a second.
-fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+pub(super) fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n").ok()?;
