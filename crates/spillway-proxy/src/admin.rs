@@ -43,6 +43,25 @@ pub(crate) async fn serve(
     }
 }
 
+/// For [`crate::fuzz`]: answers `req` as the admin listener would, for a proxy built once from
+/// a small config (no listener bound).
+pub(crate) fn fuzz_answer<B>(req: &Request<B>) {
+    static SHARED: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
+    let shared = SHARED.get_or_init(|| {
+        let config = crate::Config::parse(
+            "[admin]\n[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"app\"\n\
+             addrs = [\"127.0.0.1:9\"]\n[upstreams.breaker]\n[[routes]]\nname = \"api\"\nlistener = \"web\"\n\
+             upstream = \"app\"\n[routes.concurrency]\nmax = 4\nqueue = 4\n[[routes.rate]]\nkey = \"ip\"\nrate = 5\n",
+            "fuzz.toml",
+        )
+        .expect("a valid config");
+        let metrics = Metrics::new();
+        let state = crate::state::State::build(config, None, &metrics, 1, None);
+        Shared::new(state, metrics, 1, None)
+    });
+    let _ = answer(shared, req);
+}
+
 fn answer<B>(shared: &Shared, req: &Request<B>) -> Response<ProxyBody> {
     let text = |status: StatusCode, body: &'static str| {
         let mut r = Response::new(ProxyBody::text(body));

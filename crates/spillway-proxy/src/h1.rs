@@ -158,6 +158,46 @@ pub(crate) struct Framing {
     reusable: bool,
 }
 
+/// For [`crate::fuzz`]: reads `wire` as an answer to `method`, fed `step` bytes at a time, as
+/// the exchange reads it (interim answers, the head, then the body by its framing), until it is
+/// over, fails, or the bytes run out. Data never comes out of nothing, and a body read whole
+/// leaves nothing owed.
+pub(crate) fn fuzz_response(wire: &[u8], method: &Method, step: usize) {
+    let mut pieces = wire.chunks(step.max(1));
+    let mut buf = BytesMut::new();
+    let mut framing = loop {
+        match parse_head(&mut buf, method, false) {
+            Ok(Parsed::Final(_, framing)) => break framing,
+            Ok(Parsed::Interim) => {}
+            Ok(Parsed::Partial) => match pieces.next() {
+                Some(p) => buf.extend_from_slice(p),
+                None => return,
+            },
+            Ok(Parsed::Switched(_)) | Err(_) => return,
+        }
+    };
+    let mut taken = 0usize;
+    loop {
+        if framing.decoder.skip_framing(&mut buf).is_err() {
+            return;
+        }
+        while let Some(data) = framing.decoder.take_data(&mut buf) {
+            taken += data.len();
+            if framing.decoder.skip_framing(&mut buf).is_err() {
+                return;
+            }
+        }
+        if framing.decoder == Decoder::Done {
+            break;
+        }
+        match pieces.next() {
+            Some(p) => buf.extend_from_slice(p),
+            None => break,
+        }
+    }
+    assert!(taken <= wire.len(), "more body than bytes");
+}
+
 /// Writes `req`'s head in origin form into `out`.
 fn write_head(out: &mut Vec<u8>, req: &request::Parts) {
     out.clear();

@@ -28,6 +28,8 @@ pub mod config;
 mod deadline;
 mod error;
 mod forward;
+#[doc(hidden)]
+pub mod fuzz;
 mod h1;
 mod hop;
 mod metrics;
@@ -63,6 +65,19 @@ struct Shared {
     draining: AtomicBool,
     workers: usize,
     reload_lock: Mutex<()>,
+}
+
+impl Shared {
+    fn new(state: State, metrics: Metrics, workers: usize, redis: Option<spillway_redis::Client>) -> Self {
+        Self {
+            state: ArcSwap::from_pointee(state),
+            metrics,
+            redis,
+            draining: AtomicBool::new(false),
+            workers,
+            reload_lock: Mutex::new(()),
+        }
+    }
 }
 
 /// A running proxy.
@@ -113,14 +128,7 @@ impl Proxy {
             metrics.register_redis(client);
         }
         let state = State::build(config.clone(), None, &metrics, workers, redis.as_ref());
-        let shared = Arc::new(Shared {
-            state: ArcSwap::from_pointee(state),
-            metrics,
-            redis,
-            draining: AtomicBool::new(false),
-            workers,
-            reload_lock: Mutex::new(()),
-        });
+        let shared = Arc::new(Shared::new(state, metrics, workers, redis));
         let tcp: Vec<Arc<tcp::TcpProxy>> =
             config.tcp.iter().map(|t| Arc::new(tcp::TcpProxy::new(t.clone(), &shared.metrics))).collect();
         let (stop, stop_rx) = watch::channel(false);
