@@ -38,6 +38,8 @@ pub(crate) struct Policy {
     hasher: foldhash::fast::FixedState,
     /// Keyed-limiter evictions already added to the metric.
     evictions_reported: AtomicU64,
+    /// `[concurrency] scope = "global"`: the limit over every replica, in Redis.
+    shared_limit: Option<spillway_redis::GlobalConcurrency>,
 }
 
 #[derive(Debug)]
@@ -174,7 +176,15 @@ fn controller(
 impl Policy {
     /// The policy of route `route`; `redis` serves its `scope = "global"` rate limits.
     pub(crate) fn new(config: &PolicyConfig, route: &str, redis: Option<&spillway_redis::Client>) -> Self {
-        let limit = config.limit.as_ref().map(|l| {
+        let shared_limit = match (&config.limit, redis) {
+            (Some(l), Some(client)) => l.global.map(|(fail_mode, lease)| {
+                let LimitKind::Static { max } = l.kind else { unreachable!("validated: static only") };
+                let max = u32::try_from(max).unwrap_or(u32::MAX);
+                spillway_redis::GlobalConcurrency::new(client.clone(), route, max, lease, fail_mode)
+            }),
+            _ => None,
+        };
+        let limit = config.limit.as_ref().filter(|_| shared_limit.is_none()).map(|l| {
             let start = match l.kind {
                 LimitKind::Static { max } => max,
                 LimitKind::Adaptive { initial, .. } => initial,
@@ -229,6 +239,7 @@ impl Policy {
             bulkhead,
             hasher: foldhash::fast::FixedState::default(),
             evictions_reported: AtomicU64::new(0),
+            shared_limit,
         }
     }
 
@@ -283,6 +294,18 @@ impl Policy {
                 Err(open) => {
                     metrics.rejected(MetricReason::breaker_open);
                     return Err(open.into());
+                }
+            }
+        }
+        if let (Some(shared), Some(config)) = (&self.shared_limit, &self.config.limit) {
+            // One permit per request over every replica; released when the response is done.
+            match shared.acquire("all").await {
+                Ok(p) => admitted.shared = Some(Box::new(p)),
+                Err(_) if config.dry_run => metrics.would_reject(MetricReason::at_capacity),
+                Err(_) => {
+                    metrics.rejected(MetricReason::at_capacity);
+                    let reason = Reason::Concurrency(RejectReason::AtCapacity);
+                    return Err(Overloaded::new(reason, Duration::from_secs(1)));
                 }
             }
         }
@@ -405,6 +428,8 @@ pub(crate) struct Admitted {
     adaptive: Option<(Arc<Policy>, adaptive::Admission<ProxyClock>)>,
     bulkhead: Option<OwnedBulkheadPermit>,
     breaker: Option<(Arc<CircuitBreaker<ProxyClock>>, spillway::breaker::Admission)>,
+    // (Boxed: large, and only global routes carry one.)
+    shared: Option<Box<spillway_redis::GlobalPermit>>,
 }
 
 impl Admitted {

@@ -118,3 +118,54 @@ async fn three_replicas_share_one_global_quota_and_degrade_when_redis_dies() {
         stop(p).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_concurrency_limit_holds_over_three_replicas() {
+    let redis = Redis::start();
+    let (up, seen) = upstream().await;
+    let config = config(&redis).replace(
+        "[[routes.rate]]\nkey = \"global\"\nrate = 200\nburst = 50\nscope = \"global\"\nfail_mode = \"closed\"\n",
+        "[routes.concurrency]\nmax = 4\nscope = \"global\"\nfail_mode = \"closed\"\nlease = \"10s\"\n",
+    );
+    assert!(config.contains("[routes.concurrency]"));
+    let replicas: Vec<_> = (0..3).map(|_| proxy(&config, up)).collect();
+    // 12 clients, 4 per replica, each request 50 ms at the upstream.
+    let mut tasks = Vec::new();
+    for p in &replicas {
+        let addr = p.listener_addr("web").unwrap();
+        for _ in 0..4 {
+            tasks.push(tokio::spawn(async move {
+                let c = common::client();
+                let (mut ok, mut refused) = (0u32, 0u32);
+                for _ in 0..10 {
+                    let req =
+                        http::Request::get(format!("http://{addr}/delay/50")).body(Full::default()).unwrap();
+                    let resp = c.request(req).await.unwrap();
+                    if resp.status() == 200 {
+                        ok += 1;
+                    } else {
+                        assert_eq!(resp.status(), 503);
+                        assert!(resp.headers().contains_key("retry-after"));
+                        refused += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                (ok, refused)
+            }));
+        }
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        let (o, r) = t.await.unwrap();
+        (ok, refused) = (ok + o, refused + r);
+    }
+    let most = seen.max_in_flight.load(Ordering::Relaxed);
+    eprintln!(
+        "global concurrency 4 over 3 replicas: {ok} served, {refused} refused, at most {most} at the upstream"
+    );
+    assert!((2..=4).contains(&most), "at most {most} at once");
+    assert!(ok > 0 && refused > 0);
+    for p in replicas {
+        stop(p).await;
+    }
+}

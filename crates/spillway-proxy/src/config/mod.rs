@@ -274,6 +274,9 @@ pub struct LimitConfig {
     pub queue_timeout: Duration,
     /// Which waiter goes next.
     pub order: QueueOrder,
+    /// `scope = "global"` (static limits only): the limit is over every replica, held in Redis;
+    /// each permit lives at most its lease (longer than any request). No queue.
+    pub global: Option<(spillway_redis::FailMode, Duration)>,
     /// Count, do not refuse.
     pub dry_run: bool,
 }
@@ -698,6 +701,12 @@ fn validate(raw: raw::Raw) -> Result<Config, Invalid> {
             if let Some(j) = r.policy.rates.iter().position(|x| x.global.is_some()) {
                 return bad(format!("routes[{i}].rate[{j}].scope"), "a global limit needs a [redis] section");
             }
+            if r.policy.limit.as_ref().is_some_and(|l| l.global.is_some()) {
+                return bad(
+                    format!("routes[{i}].concurrency.scope"),
+                    "a global limit needs a [redis] section",
+                );
+            }
         }
     }
     Ok(Config {
@@ -803,13 +812,29 @@ fn limit(
         (Some(_), Some(_)) => {
             bad(format!("{route}adaptive"), "a route has [concurrency] or [adaptive], not both")
         }
-        (Some(c), None) => Ok(Some(LimitConfig {
-            kind: LimitKind::Static { max: positive(format!("{route}concurrency.max"), c.max)? },
-            queue: c.queue,
-            queue_timeout: c.queue_timeout.map_or(default_timeout, |d| d.0),
-            order: order(format!("{route}concurrency.order"), c.order.as_deref())?,
-            dry_run: c.dry_run,
-        })),
+        (Some(c), None) => {
+            let key = |f: &str| format!("{route}concurrency.{f}");
+            let global = match c.scope.as_deref().unwrap_or("local") {
+                "local" if c.fail_mode.is_some() || c.lease.is_some() => {
+                    return bad(key("scope"), "fail_mode and lease need scope = \"global\"");
+                }
+                "local" => None,
+                "global" if c.queue > 0 => return bad(key("queue"), "a global limit does not queue"),
+                "global" => Some((
+                    fail_mode(key("fail_mode"), c.fail_mode.as_deref())?,
+                    c.lease.map_or(Duration::from_secs(60), |d| d.0).max(Duration::from_millis(1)),
+                )),
+                other => return bad(key("scope"), format!("unknown scope {other:?} (local or global)")),
+            };
+            Ok(Some(LimitConfig {
+                kind: LimitKind::Static { max: positive(key("max"), c.max)? },
+                queue: c.queue,
+                queue_timeout: c.queue_timeout.map_or(default_timeout, |d| d.0),
+                order: order(key("order"), c.order.as_deref())?,
+                global,
+                dry_run: c.dry_run,
+            }))
+        }
         (None, Some(a)) => {
             let key = |f: &str| format!("{route}adaptive.{f}");
             let algorithm = match a.algorithm.as_str() {
@@ -839,10 +864,20 @@ fn limit(
                 queue: a.queue,
                 queue_timeout: a.queue_timeout.map_or(default_timeout, |d| d.0),
                 order: order(key("order"), a.order.as_deref())?,
+                global: None,
                 dry_run: a.dry_run,
             }))
         }
         (None, None) => Ok(None),
+    }
+}
+
+fn fail_mode(key: String, m: Option<&str>) -> Result<spillway_redis::FailMode, Invalid> {
+    match m.unwrap_or("local") {
+        "local" => Ok(spillway_redis::FailMode::Local),
+        "open" => Ok(spillway_redis::FailMode::Open),
+        "closed" => Ok(spillway_redis::FailMode::Closed),
+        other => bad(key, format!("unknown fail mode {other:?} (local, open or closed)")),
     }
 }
 
@@ -886,17 +921,7 @@ fn rate_limit(key: String, r: raw::Rate) -> Result<RateConfig, Invalid> {
             if algorithm != RateAlgorithm::Gcra {
                 return bad(k("algorithm"), "a global limit is GCRA (leave algorithm out)");
             }
-            let fail_mode = match r.fail_mode.as_deref().unwrap_or("local") {
-                "local" => spillway_redis::FailMode::Local,
-                "open" => spillway_redis::FailMode::Open,
-                "closed" => spillway_redis::FailMode::Closed,
-                other => {
-                    return bad(
-                        k("fail_mode"),
-                        format!("unknown fail mode {other:?} (local, open or closed)"),
-                    );
-                }
-            };
+            let fail_mode = fail_mode(k("fail_mode"), r.fail_mode.as_deref())?;
             Some(GlobalScope {
                 fail_mode,
                 lease: r.lease.unwrap_or(1).max(1),

@@ -166,6 +166,9 @@ pub(crate) struct Concurrency {
     pub(crate) queue: usize,
     pub(crate) queue_timeout: Option<Dur>,
     pub(crate) order: Option<String>,
+    pub(crate) scope: Option<String>,
+    pub(crate) fail_mode: Option<String>,
+    pub(crate) lease: Option<Dur>,
     #[serde(default)]
     pub(crate) dry_run: bool,
 }
