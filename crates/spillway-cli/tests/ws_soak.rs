@@ -184,18 +184,6 @@ async def main(url, run):
 asyncio.run(main(sys.argv[1], float(sys.argv[2])))
 "#;
 
-fn python() -> &'static str {
-    for py in ["/usr/bin/python3", "python3"] {
-        let ok = std::process::Command::new(py).args(["-c", "import websockets"]).status();
-        if ok.is_ok_and(|s| s.success()) {
-            return py;
-        }
-    }
-    panic!(
-        "Python's websockets package is missing: apt-get install python3-websockets (scripts/test.sh does)"
-    );
-}
-
 /// The proxy's resident set, from /proc.
 fn rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -215,7 +203,7 @@ async fn metric(admin: &str, line: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minute_of_fast_producers_and_slow_consumers_per_policy() {
-    let py = python();
+    let py = test_support::python_with_websockets();
     let run = run_for();
     let (up, produced) = producers(run).await;
     let dir = tempdir("ws-soak");

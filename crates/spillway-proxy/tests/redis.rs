@@ -169,3 +169,24 @@ async fn a_global_concurrency_limit_holds_over_three_replicas() {
         stop(p).await;
     }
 }
+
+#[test]
+fn bad_scope_settings_name_file_line_and_key() {
+    let base = "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"app\"\n\
+                addrs = [\"127.0.0.1:1\"]\n[[routes]]\nlistener = \"web\"\nupstream = \"app\"\n";
+    for (policy, key) in [
+        ("[[routes.rate]]\nrate = 1\nscope = \"everywhere\"\n", "routes[0].rate[0].scope"),
+        ("[[routes.rate]]\nrate = 1\nlease = 5\n", "routes[0].rate[0].scope"),
+        ("[[routes.rate]]\nrate = 1\nscope = \"global\"\n", "routes[0].rate[0].scope"),
+        (
+            "[[routes.rate]]\nrate = 1\nscope = \"global\"\nalgorithm = \"token_bucket\"\n",
+            "routes[0].rate[0].algorithm",
+        ),
+        ("[routes.concurrency]\nmax = 1\nfail_mode = \"open\"\n", "routes[0].concurrency.scope"),
+        ("[routes.concurrency]\nmax = 1\nscope = \"global\"\nqueue = 2\n", "routes[0].concurrency.queue"),
+        ("[routes.concurrency]\nmax = 1\nscope = \"global\"\n", "routes[0].concurrency.scope"),
+    ] {
+        let e = spillway_proxy::Config::parse(&format!("{base}{policy}"), "g.toml").unwrap_err().to_string();
+        assert!(e.contains("g.toml:") && e.contains(key), "{policy}: {e}");
+    }
+}

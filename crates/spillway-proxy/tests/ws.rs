@@ -243,19 +243,6 @@ async fn flow_control_tells_the_producer_to_pause_then_resume() {
     stop(proxy).await;
 }
 
-/// A `python3` with the `websockets` package (Debian: python3-websockets, for /usr/bin/python3).
-fn python() -> &'static str {
-    for py in ["/usr/bin/python3", "python3"] {
-        let ok = std::process::Command::new(py).args(["-c", "import websockets"]).status();
-        if ok.is_ok_and(|s| s.success()) {
-            return py;
-        }
-    }
-    panic!(
-        "Python's websockets package is missing: apt-get install python3-websockets (scripts/test.sh does)"
-    );
-}
-
 const PY_CLIENT: &str = r#"
 import asyncio, sys, time, websockets
 
@@ -281,7 +268,7 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pythons_websockets_client_through_the_proxy() {
-    let py = python();
+    let py = test_support::python_with_websockets();
     let (echo_up, _) = ws_upstream(Mode::Echo).await;
     let echo = ws_proxy(echo_up, "");
     let (feed_up, _) = ws_upstream(Mode::Firehose(20_000)).await;

@@ -122,6 +122,17 @@ impl std::fmt::Debug for Client {
 
 /// The heartbeat set: one key for the whole deployment (its own slot in a cluster).
 const REPLICAS: &str = "spillway:{replicas}";
+/// Refreshes `ARGV[1]`'s heartbeat, forgets those older than `ARGV[2]` ms, counts the rest.
+static HEARTBEAT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"local t = redis.call('TIME')
+          local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+          redis.call('ZADD', KEYS[1], now, ARGV[1])
+          redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+          redis.call('PEXPIRE', KEYS[1], ARGV[2])
+          return redis.call('ZCARD', KEYS[1])",
+    )
+});
 /// A replica is live while it has refreshed its heartbeat this recently.
 const LIVE_FOR: Duration = Duration::from_secs(3);
 
@@ -251,18 +262,14 @@ impl Client {
 
     /// Refreshes this replica's heartbeat and counts the live ones.
     pub async fn heartbeat(&self) {
-        let script = redis::Script::new(
-            r"local t = redis.call('TIME')
-              local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-              redis.call('ZADD', KEYS[1], now, ARGV[1])
-              redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
-              redis.call('PEXPIRE', KEYS[1], ARGV[2])
-              return redis.call('ZCARD', KEYS[1])",
-        );
         let replica = self.inner.config.replica.clone();
         let live_ms = LIVE_FOR.as_millis() as u64;
         let counted: Result<u64, _> = self
-            .call(ScriptCall { script: &script, keys: &[REPLICAS], args: &[&replica, &live_ms.to_string()] })
+            .call(ScriptCall {
+                script: &HEARTBEAT,
+                keys: &[REPLICAS],
+                args: &[&replica, &live_ms.to_string()],
+            })
             .await;
         if let Ok(n) = counted {
             self.inner.replicas.store(n.max(1), Ordering::Relaxed);

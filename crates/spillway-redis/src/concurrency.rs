@@ -4,13 +4,14 @@
 
 use crate::FailMode;
 use crate::client::{CallError, Client, CmdCall, PolicyLabel, ScriptCall};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 /// Takes a permit if fewer than `ARGV[1]` unexpired ones are held. `ARGV`: limit, lease (ms),
-/// permit id. Answers 1 (taken) or 0.
-const ACQUIRE: &str = r"
+/// permit id. Answers 1 (taken) or 0. (Each script is hashed once per process.)
+static ACQUIRE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ACQUIRE_LUA));
+const ACQUIRE_LUA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -21,6 +22,15 @@ if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
 end
 return 0
 ";
+
+/// Counts the unexpired permits.
+static HELD: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"local t = redis.call('TIME')
+          local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+          return redis.call('ZCOUNT', KEYS[1], now, '+inf')",
+    )
+});
 
 /// A concurrency limit shared across replicas through Redis.
 ///
@@ -44,7 +54,6 @@ pub struct GlobalConcurrency {
     limit: u32,
     lease: Duration,
     fail_mode: FailMode,
-    script: redis::Script,
     /// The fail mode `Local`'s count of permits held by this replica.
     local: Arc<AtomicU64>,
     fallback: prometheus_client::metrics::gauge::Gauge,
@@ -92,7 +101,6 @@ impl GlobalConcurrency {
             limit,
             lease,
             fail_mode,
-            script: redis::Script::new(ACQUIRE),
             local: Arc::new(AtomicU64::new(0)),
             fallback,
         }
@@ -106,7 +114,7 @@ impl GlobalConcurrency {
         let args = [self.limit.to_string(), self.lease.as_millis().max(1).to_string(), id.clone()];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let taken: Result<u64, CallError> =
-            self.client.call(ScriptCall { script: &self.script, keys: &[&redis_key], args: &args }).await;
+            self.client.call(ScriptCall { script: &ACQUIRE, keys: &[&redis_key], args: &args }).await;
         match taken {
             Ok(1) => {
                 self.fallback.set(0);
@@ -139,11 +147,6 @@ impl GlobalConcurrency {
     /// Permits held under `key`, over all replicas (expired ones excluded).
     pub async fn held(&self, key: &str) -> Result<u64, CallError> {
         let redis_key = format!("spillway:conc:{{{}:{key}}}", self.name);
-        let script = redis::Script::new(
-            r"local t = redis.call('TIME')
-              local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-              return redis.call('ZCOUNT', KEYS[1], now, '+inf')",
-        );
-        self.client.call(ScriptCall { script: &script, keys: &[&redis_key], args: &[] }).await
+        self.client.call(ScriptCall { script: &HELD, keys: &[&redis_key], args: &[] }).await
     }
 }

@@ -12,7 +12,8 @@ use tokio::time::Instant;
 /// `ARGV`: emission interval (µs), burst, cost, lease (tokens wanted at most, 0: exactly `cost`).
 /// Answers `{granted, retry_after_us, reset_us, remaining}`: `granted` is 0 when denied; with a
 /// lease it is as many tokens as the allowance has, up to the lease.
-const GCRA: &str = r"
+static GCRA: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(GCRA_LUA));
+const GCRA_LUA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
@@ -69,7 +70,6 @@ pub struct GlobalRate {
     name: String,
     quota: Quota,
     fail_mode: FailMode,
-    script: redis::Script,
     lease: u32,
     lease_ttl: Duration,
     leases: Vec<Mutex<Option<Lease>>>,
@@ -96,7 +96,6 @@ impl GlobalRate {
             name: name.into(),
             quota,
             fail_mode,
-            script: redis::Script::new(GCRA),
             lease: 0,
             lease_ttl: Duration::from_millis(100),
             leases: Vec::new(),
@@ -138,7 +137,7 @@ impl GlobalRate {
         let args = [interval.to_string(), burst.to_string(), cost.to_string(), lease.to_string()];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let answer: Result<(u64, i64, i64, i64), CallError> =
-            self.client.call(ScriptCall { script: &self.script, keys: &[&redis_key], args: &args }).await;
+            self.client.call(ScriptCall { script: &GCRA, keys: &[&redis_key], args: &args }).await;
         match answer {
             Ok((granted, retry_us, reset_us, remaining)) => {
                 self.fallback.set(0);

@@ -222,3 +222,17 @@ async fn pump(
         }
     }
 }
+
+/// A `python3` with the `websockets` package (Debian's python3-websockets serves
+/// /usr/bin/python3), for the tests that drive Python's WebSocket client.
+pub fn python_with_websockets() -> &'static str {
+    for py in ["/usr/bin/python3", "python3"] {
+        let ok = std::process::Command::new(py).args(["-c", "import websockets"]).status();
+        if ok.is_ok_and(|s| s.success()) {
+            return py;
+        }
+    }
+    panic!(
+        "Python's websockets package is missing: apt-get install python3-websockets (scripts/test.sh does)"
+    );
+}

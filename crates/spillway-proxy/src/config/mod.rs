@@ -814,17 +814,17 @@ fn limit(
         }
         (Some(c), None) => {
             let key = |f: &str| format!("{route}concurrency.{f}");
-            let global = match c.scope.as_deref().unwrap_or("local") {
-                "local" if c.fail_mode.is_some() || c.lease.is_some() => {
-                    return bad(key("scope"), "fail_mode and lease need scope = \"global\"");
+            let extras = c.fail_mode.is_some() || c.lease.is_some();
+            let global = if is_global(key("scope"), c.scope.as_deref(), extras, "fail_mode and lease")? {
+                if c.queue > 0 {
+                    return bad(key("queue"), "a global limit does not queue");
                 }
-                "local" => None,
-                "global" if c.queue > 0 => return bad(key("queue"), "a global limit does not queue"),
-                "global" => Some((
+                Some((
                     fail_mode(key("fail_mode"), c.fail_mode.as_deref())?,
                     c.lease.map_or(Duration::from_secs(60), |d| d.0).max(Duration::from_millis(1)),
-                )),
-                other => return bad(key("scope"), format!("unknown scope {other:?} (local or global)")),
+                ))
+            } else {
+                None
             };
             Ok(Some(LimitConfig {
                 kind: LimitKind::Static { max: positive(key("max"), c.max)? },
@@ -872,6 +872,17 @@ fn limit(
     }
 }
 
+/// Whether `scope` (`local`, the default, or `global`) is global; `extras`, the settings only a
+/// global limit takes (named by `what`), refuse a local one.
+fn is_global(key: String, scope: Option<&str>, extras: bool, what: &str) -> Result<bool, Invalid> {
+    match scope.unwrap_or("local") {
+        "local" if extras => bad(key, format!("{what} need scope = \"global\"")),
+        "local" => Ok(false),
+        "global" => Ok(true),
+        other => bad(key, format!("unknown scope {other:?} (local or global)")),
+    }
+}
+
 fn fail_mode(key: String, m: Option<&str>) -> Result<spillway_redis::FailMode, Invalid> {
     match m.unwrap_or("local") {
         "local" => Ok(spillway_redis::FailMode::Local),
@@ -915,24 +926,19 @@ fn rate_limit(key: String, r: raw::Rate) -> Result<RateConfig, Invalid> {
         Some(b) => quota.with_burst(b).or_else(|e| bad(k("burst"), e.to_string()))?,
         None => quota,
     };
-    let global = match r.scope.as_deref().unwrap_or("local") {
-        "local" => None,
-        "global" => {
-            if algorithm != RateAlgorithm::Gcra {
-                return bad(k("algorithm"), "a global limit is GCRA (leave algorithm out)");
-            }
-            let fail_mode = fail_mode(k("fail_mode"), r.fail_mode.as_deref())?;
-            Some(GlobalScope {
-                fail_mode,
-                lease: r.lease.unwrap_or(1).max(1),
-                lease_ttl: r.lease_ttl.map_or(Duration::from_millis(100), |d| d.0),
-            })
+    let extras = r.fail_mode.is_some() || r.lease.is_some() || r.lease_ttl.is_some();
+    let global = if is_global(k("scope"), r.scope.as_deref(), extras, "fail_mode, lease and lease_ttl")? {
+        if algorithm != RateAlgorithm::Gcra {
+            return bad(k("algorithm"), "a global limit is GCRA (leave algorithm out)");
         }
-        other => return bad(k("scope"), format!("unknown scope {other:?} (local or global)")),
+        Some(GlobalScope {
+            fail_mode: fail_mode(k("fail_mode"), r.fail_mode.as_deref())?,
+            lease: r.lease.unwrap_or(1).max(1),
+            lease_ttl: r.lease_ttl.map_or(Duration::from_millis(100), |d| d.0),
+        })
+    } else {
+        None
     };
-    if global.is_none() && (r.fail_mode.is_some() || r.lease.is_some() || r.lease_ttl.is_some()) {
-        return bad(k("scope"), "fail_mode, lease and lease_ttl need scope = \"global\"");
-    }
     Ok(RateConfig {
         key: rate_key,
         algorithm,
